@@ -1,0 +1,204 @@
+//! The `worker` command line: `worker run` trains one configuration on this
+//! machine, without a coordinator.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use minima_shared::sweep::{DataFile, TrainFile};
+use minima_shared::{GridFile, SweepError, SweepFile, TaskSpec};
+use minima_worker::data::Dataset;
+use minima_worker::run::{run_task, write_task_folder};
+use minima_worker::with_compute_threads;
+
+#[derive(Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Trains and analyses sequence models for minima"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one configuration here and write its results.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model family: lstm, gru or transformer.
+    #[arg(long)]
+    arch: String,
+    /// Number of stacked layers.
+    #[arg(long, allow_negative_numbers = true)]
+    layers: f64,
+    /// Hidden size d.
+    #[arg(long, allow_negative_numbers = true)]
+    hidden: f64,
+    /// Attention heads (Transformer only).
+    #[arg(long, allow_negative_numbers = true)]
+    heads: Option<f64>,
+    /// sequence-classification or sequence-learning.
+    #[arg(long, default_value = "sequence-classification")]
+    task: String,
+    /// Epochs (default: 10 for classification, 50 for sequence learning).
+    #[arg(long, allow_negative_numbers = true)]
+    epochs: Option<f64>,
+    /// Seed of initialisation, dropout and batch order.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    seed: f64,
+    /// Seed of the data set.
+    #[arg(long, allow_negative_numbers = true)]
+    data_seed: Option<f64>,
+    /// Sequences in the whole data set (default 5000).
+    #[arg(long, allow_negative_numbers = true)]
+    samples: Option<f64>,
+    /// Dropout probability (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    dropout: Option<f64>,
+    /// Output folder (default: results/single/<task folder>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write the data splits as .npy under <out>/data.
+    #[arg(long)]
+    write_data: bool,
+    /// Threads for the CPU kernels.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let spec = task_from_args(&args)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results/single").join(spec.folder_name()));
+
+    let model = spec.model;
+    eprintln!(
+        "training {} ({} parameters) on {} for {} epochs",
+        model.label(),
+        model.param_count(),
+        spec.task,
+        spec.train.epochs
+    );
+    let report = with_compute_threads(args.threads, || {
+        run_task(&spec, &mut |e| {
+            eprintln!(
+                "epoch {:>3}/{}  train loss {:.6}  validation loss {:.6}",
+                e.epoch, spec.train.epochs, e.train_loss, e.validation_loss
+            );
+        })
+    });
+    write_task_folder(&out, &spec, &report)?;
+    if args.write_data {
+        let data = Dataset::generate(spec.task, &spec.data);
+        let dir = out.join("data");
+        data.write_npy(&dir)
+            .with_context(|| format!("cannot write {}", dir.display()))?;
+    }
+
+    let m = &report.metrics;
+    let accuracy = m
+        .test_accuracy
+        .map(|a| format!(", test accuracy {:.1} %", 100.0 * a))
+        .unwrap_or_default();
+    println!(
+        "{} {} layers d={}{}: {} parameters, test loss {:.6}{}, trained in {:.1} s",
+        model.arch,
+        model.layers,
+        model.hidden,
+        model
+            .heads
+            .map(|h| format!(" heads={h}"))
+            .unwrap_or_default(),
+        m.params,
+        m.test_loss,
+        accuracy,
+        report.timings.train_seconds
+    );
+    println!("results in {}", out.display());
+    Ok(())
+}
+
+/// Builds the task through the same validation as a sweep file, so the
+/// command line and sweep files accept and refuse the same values.
+fn task_from_args(args: &RunArgs) -> anyhow::Result<TaskSpec> {
+    let file = SweepFile {
+        name: "single".into(),
+        task: args.task.clone(),
+        data: DataFile {
+            samples: args.samples,
+            seed: args.data_seed,
+            ..DataFile::default()
+        },
+        train: TrainFile {
+            epochs: args.epochs,
+            dropout: args.dropout,
+            ..TrainFile::default()
+        },
+        grid: vec![GridFile {
+            arch: vec![args.arch.clone()],
+            layers: vec![args.layers],
+            hidden: vec![args.hidden],
+            heads: args.heads.map(|h| vec![h]),
+        }],
+        seeds: Some(vec![args.seed]),
+        analysis: None,
+    };
+    let mut sweep = file
+        .validate()
+        .map_err(|e| anyhow::anyhow!(flag_error(e)))?;
+    Ok(sweep.tasks.remove(0))
+}
+
+/// Names the command-line flag instead of the sweep-file field.
+fn flag_error(error: SweepError) -> String {
+    match error {
+        SweepError::Invalid { field, message } => {
+            let flag = match field.as_str() {
+                "grid[0].arch" => "--arch",
+                "grid[0].layers" => "--layers",
+                "grid[0].hidden" => "--hidden",
+                "grid[0].heads" => "--heads",
+                "train.epochs" => "--epochs",
+                "train.dropout" => "--dropout",
+                "data.samples" => "--samples",
+                "data.seed" => "--data-seed",
+                "seeds" => "--seed",
+                other => other,
+            };
+            format!("{flag}: {message}")
+        }
+        other => other.to_string(),
+    }
+}

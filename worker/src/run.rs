@@ -1,0 +1,113 @@
+//! One task from configuration to results: data, training, evaluation and
+//! the files of its output folder.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::tensor::DType;
+use minima_shared::{EpochLosses, TaskMetrics, TaskSpec, TaskTimings};
+
+use crate::data::Dataset;
+use crate::export::write_safetensors;
+use crate::loss::evaluate;
+use crate::model::{Ctx, Network};
+use crate::output::{write_atomic, write_json};
+use crate::train::{TrainOutcome, train};
+
+/// File whose presence marks a finished task folder; written last.
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// Everything a finished task produced.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    pub metrics: TaskMetrics,
+    pub timings: TaskTimings,
+    pub training: TrainOutcome,
+}
+
+/// Runs a task: generates its data, trains, and evaluates the initial and
+/// final weights. `on_epoch` hears of each finished epoch.
+pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> TaskReport {
+    let started = Instant::now();
+    let data = Dataset::generate(spec.task, &spec.data);
+    let training = train(spec, &data, on_epoch);
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let ctx = Ctx::flex(DType::F32);
+    let initial = Network::new(&spec.model, &ctx, &training.theta_initial, false);
+    let fin = Network::new(&spec.model, &ctx, &training.theta_final, false);
+    let test = evaluate(&fin, spec.task, &data.test);
+    let metrics = TaskMetrics {
+        task_id: spec.id().to_string(),
+        params: training.theta_final.len(),
+        epochs: training.epochs.clone(),
+        initial_train_loss: evaluate(&initial, spec.task, &data.train).loss,
+        initial_test_loss: evaluate(&initial, spec.task, &data.test).loss,
+        train_loss: evaluate(&fin, spec.task, &data.train).loss,
+        validation_loss: evaluate(&fin, spec.task, &data.validation).loss,
+        test_loss: test.loss,
+        test_accuracy: test.accuracy,
+        top_eigenvalue: None,
+        trace: None,
+    };
+    let timings = TaskTimings {
+        train_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    TaskReport {
+        metrics,
+        timings,
+        training,
+    }
+}
+
+/// Writes a task's folder: `task.json`, `epochs.csv`, the initial and final
+/// weights as safetensors, `timings.json` and, last, `metrics.json`.
+pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let task = serde_json::json!({ "id": spec.id().as_str(), "spec": spec });
+    write_json(&dir.join("task.json"), &task)?;
+
+    let mut csv = String::from("epoch,train_loss,validation_loss\n");
+    for e in &report.metrics.epochs {
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            e.epoch, e.train_loss, e.validation_loss
+        ));
+    }
+    write_atomic(&dir.join("epochs.csv"), csv.as_bytes())?;
+
+    let metadata = HashMap::from([
+        ("task_id".to_string(), spec.id().to_string()),
+        ("model".to_string(), spec.model.label()),
+        ("format".to_string(), "pt".to_string()),
+    ]);
+    let length = spec.data.length;
+    let t = &report.training;
+    write_safetensors(
+        &dir.join("weights_initial.safetensors"),
+        &spec.model,
+        length,
+        &t.theta_initial,
+        metadata.clone(),
+    )?;
+    write_safetensors(
+        &dir.join("weights_final.safetensors"),
+        &spec.model,
+        length,
+        &t.theta_final,
+        metadata,
+    )?;
+    write_json(&dir.join("timings.json"), &report.timings)?;
+    write_json(&dir.join(METRICS_FILE), &report.metrics)?;
+    Ok(())
+}
+
+/// The metrics of a finished task folder, if it holds those of `spec`.
+pub fn read_finished(dir: &Path, spec: &TaskSpec) -> Option<TaskMetrics> {
+    let text = std::fs::read_to_string(dir.join(METRICS_FILE)).ok()?;
+    let metrics: TaskMetrics = serde_json::from_str(&text).ok()?;
+    (metrics.task_id == spec.id().as_str()).then_some(metrics)
+}
