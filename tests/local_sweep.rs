@@ -10,6 +10,8 @@ name: e2e
 task: sequence-classification
 data: {samples: 300}
 train: {epochs: 1}
+analysis:
+  hessian: {samples: 100, max_iterations: 20, trace_samples: 10, lanczos_steps: 10}
 grid:
   - {arch: [lstm, gru], layers: [1], hidden: [4]}
   - {arch: [transformer], layers: [1], heads: [2], hidden: [4]}

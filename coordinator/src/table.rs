@@ -4,7 +4,8 @@ use minima_shared::{TaskMetrics, TaskSpec};
 
 /// The columns users rely on come first, in this order; more follow.
 pub const TABLE_HEADER: &str = "model,layers,heads,hidden,params,top_eigenvalue,trace,test_loss,\
-seed,test_accuracy,train_loss,validation_loss,initial_test_loss,epochs,task_id";
+seed,test_accuracy,train_loss,validation_loss,initial_test_loss,trace_standard_error,\
+adaptive_top_eigenvalue,adaptive_trace,epochs,task_id";
 
 /// The columns of `coordinator --dry-run`.
 pub const PLAN_HEADER: &str = "model,layers,heads,hidden,params,seed,task,epochs,task_id";
@@ -41,7 +42,7 @@ pub fn plan_row(spec: &TaskSpec) -> String {
 pub fn table_row(spec: &TaskSpec, metrics: &TaskMetrics) -> String {
     let m = &spec.model;
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         m.arch.display_name(),
         m.layers,
         heads(spec),
@@ -55,6 +56,9 @@ pub fn table_row(spec: &TaskSpec, metrics: &TaskMetrics) -> String {
         metrics.train_loss,
         metrics.validation_loss,
         metrics.initial_test_loss,
+        optional(metrics.trace_standard_error),
+        optional(metrics.adaptive_top_eigenvalue),
+        optional(metrics.adaptive_trace),
         metrics.epochs.len(),
         spec.id()
     )

@@ -36,13 +36,19 @@ pub struct TaskMetrics {
     pub test_accuracy: Option<f64>,
     /// Hessian eigenvalue of largest magnitude, when the analysis ran.
     pub top_eigenvalue: Option<f64>,
-    /// Hessian trace, when the analysis ran.
+    /// Hessian trace (Hutchinson), when the analysis ran.
     pub trace: Option<f64>,
+    pub trace_standard_error: Option<f64>,
+    /// Top eigenvalue and trace of the Hessian scaled by the parameters'
+    /// magnitudes, which equivalent reparametrisations leave unchanged.
+    pub adaptive_top_eigenvalue: Option<f64>,
+    pub adaptive_trace: Option<f64>,
 }
 
 /// Wall-clock seconds spent on a task's stages; differs from run to run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskTimings {
     pub train_seconds: f64,
+    pub hessian_seconds: f64,
     pub total_seconds: f64,
 }

@@ -117,8 +117,14 @@ pub struct AnalysisFile {
 pub struct HessianFile {
     pub samples: Option<f64>,
     pub top_eigenvalues: Option<f64>,
+    pub tolerance: Option<f64>,
+    pub max_iterations: Option<f64>,
     pub trace: Option<bool>,
+    pub trace_tolerance: Option<f64>,
+    pub trace_samples: Option<f64>,
+    pub lanczos_steps: Option<f64>,
     pub density: Option<bool>,
+    pub density_runs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,8 +387,42 @@ impl AnalysisFile {
                         defaults.top_eigenvalues,
                         1,
                     )?,
+                    tolerance: positive(
+                        "analysis.hessian.tolerance",
+                        file.tolerance,
+                        defaults.tolerance,
+                    )?,
+                    max_iterations: count(
+                        "analysis.hessian.max_iterations",
+                        file.max_iterations,
+                        defaults.max_iterations,
+                        1,
+                    )?,
                     trace: file.trace.unwrap_or(defaults.trace),
+                    trace_tolerance: positive(
+                        "analysis.hessian.trace_tolerance",
+                        file.trace_tolerance,
+                        defaults.trace_tolerance,
+                    )?,
+                    trace_samples: count(
+                        "analysis.hessian.trace_samples",
+                        file.trace_samples,
+                        defaults.trace_samples,
+                        2,
+                    )?,
+                    lanczos_steps: count(
+                        "analysis.hessian.lanczos_steps",
+                        file.lanczos_steps,
+                        defaults.lanczos_steps,
+                        2,
+                    )?,
                     density: file.density.unwrap_or(defaults.density),
+                    density_runs: count(
+                        "analysis.hessian.density_runs",
+                        file.density_runs,
+                        defaults.density_runs,
+                        1,
+                    )?,
                 })
             }
         };

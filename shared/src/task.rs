@@ -38,6 +38,11 @@ pub const DEFAULT_DROPOUT: f64 = 0.1;
 
 pub const DEFAULT_HESSIAN_SAMPLES: usize = 1000;
 pub const DEFAULT_TOP_EIGENVALUES: usize = 1;
+/// PyHessian's tolerance and iteration cap for power iteration and traces.
+pub const DEFAULT_HESSIAN_TOLERANCE: f64 = 1e-3;
+pub const DEFAULT_HESSIAN_ITERATIONS: usize = 100;
+pub const DEFAULT_LANCZOS_STEPS: usize = 100;
+pub const DEFAULT_DENSITY_RUNS: usize = 4;
 pub const DEFAULT_INTERPOLATION_POINTS: usize = 41;
 pub const DEFAULT_INTERPOLATION_RANGE: [f64; 2] = [-0.5, 1.5];
 pub const DEFAULT_SURFACE_RESOLUTION: usize = 51;
@@ -161,11 +166,24 @@ impl TrainSpec {
 /// Hessian analyses of the training loss at the reached minimum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HessianSpec {
-    /// Training sequences the Hessian is averaged over.
+    /// Training sequences the Hessian is averaged over (the first ones).
     pub samples: usize,
+    /// Eigenvalues of largest magnitude, by power iteration and deflation.
     pub top_eigenvalues: usize,
+    /// Relative change of the Rayleigh quotient that stops power iteration.
+    pub tolerance: f64,
+    pub max_iterations: usize,
+    /// Hutchinson's trace estimate (and the adaptive trace).
     pub trace: bool,
+    /// Relative change of the running mean that stops Hutchinson's estimator.
+    pub trace_tolerance: f64,
+    pub trace_samples: usize,
+    /// Steps of each Lanczos run (both ends of the spectrum, the density).
+    pub lanczos_steps: usize,
+    /// The spectral density by stochastic Lanczos quadrature.
     pub density: bool,
+    /// Random starts of the density estimate.
+    pub density_runs: usize,
 }
 
 impl Default for HessianSpec {
@@ -173,8 +191,14 @@ impl Default for HessianSpec {
         HessianSpec {
             samples: DEFAULT_HESSIAN_SAMPLES,
             top_eigenvalues: DEFAULT_TOP_EIGENVALUES,
+            tolerance: DEFAULT_HESSIAN_TOLERANCE,
+            max_iterations: DEFAULT_HESSIAN_ITERATIONS,
             trace: true,
+            trace_tolerance: DEFAULT_HESSIAN_TOLERANCE,
+            trace_samples: DEFAULT_HESSIAN_ITERATIONS,
+            lanczos_steps: DEFAULT_LANCZOS_STEPS,
             density: false,
+            density_runs: DEFAULT_DENSITY_RUNS,
         }
     }
 }

@@ -7,12 +7,14 @@
 //! - [`loss`]: the study's losses and whole-split evaluation.
 //! - [`optim`]: AdamW and global gradient-norm clipping as PyTorch does them.
 //! - [`train`]: the training protocol.
+//! - [`hessian`]: Hessian eigenvalues, trace and spectral density.
 //! - [`run`]: one task from configuration to its output folder.
 //! - [`export`]: weights as PyTorch-loadable safetensors.
 //! - [`output`]: crash-safe file writes.
 
 pub mod data;
 pub mod export;
+pub mod hessian;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -11,6 +11,8 @@ use minima_shared::{EpochLosses, TaskMetrics, TaskSpec, TaskTimings};
 
 use crate::data::Dataset;
 use crate::export::write_safetensors;
+use crate::hessian::spectrum::Density;
+use crate::hessian::{HessianReport, analyse, write_hessian};
 use crate::loss::evaluate;
 use crate::model::{Ctx, Network};
 use crate::output::{write_atomic, write_json};
@@ -25,10 +27,12 @@ pub struct TaskReport {
     pub metrics: TaskMetrics,
     pub timings: TaskTimings,
     pub training: TrainOutcome,
+    /// The sharpness analysis, when the task asks for it.
+    pub hessian: Option<(HessianReport, Option<Density>)>,
 }
 
-/// Runs a task: generates its data, trains, and evaluates the initial and
-/// final weights. `on_epoch` hears of each finished epoch.
+/// Runs a task: generates its data, trains, evaluates the initial and final
+/// weights and analyses the minimum. `on_epoch` hears of each finished epoch.
 pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> TaskReport {
     let started = Instant::now();
     let data = Dataset::generate(spec.task, &spec.data);
@@ -39,6 +43,15 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
     let initial = Network::new(&spec.model, &ctx, &training.theta_initial, false);
     let fin = Network::new(&spec.model, &ctx, &training.theta_final, false);
     let test = evaluate(&fin, spec.task, &data.test);
+    let hessian_started = Instant::now();
+    let hessian = spec
+        .analysis
+        .hessian
+        .as_ref()
+        .map(|h| analyse(spec, &data, &training.theta_final, h));
+    let hessian_seconds = hessian_started.elapsed().as_secs_f64();
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let report = hessian.as_ref().map(|(r, _)| r);
     let metrics = TaskMetrics {
         task_id: spec.id().to_string(),
         params: training.theta_final.len(),
@@ -49,22 +62,29 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
         validation_loss: evaluate(&fin, spec.task, &data.validation).loss,
         test_loss: test.loss,
         test_accuracy: test.accuracy,
-        top_eigenvalue: None,
-        trace: None,
+        top_eigenvalue: report.map(|r| r.top_eigenvalues[0].eigenvalue),
+        trace: report.and_then(|r| finite(r.trace.trace)),
+        trace_standard_error: report.and_then(|r| finite(r.trace.standard_error)),
+        adaptive_top_eigenvalue: report.map(|r| r.adaptive_top_eigenvalue),
+        adaptive_trace: report.and_then(|r| finite(r.adaptive_trace.trace)),
     };
     let timings = TaskTimings {
         train_seconds,
+        hessian_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
     };
     TaskReport {
         metrics,
         timings,
         training,
+        hessian,
     }
 }
 
 /// Writes a task's folder: `task.json`, `epochs.csv`, the initial and final
-/// weights as safetensors, `timings.json` and, last, `metrics.json`.
+/// weights as safetensors, the Hessian analysis (`hessian.json`, and
+/// `density.csv` and `ritz.csv` with a density), `timings.json` and, last,
+/// `metrics.json`.
 pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let task = serde_json::json!({ "id": spec.id().as_str(), "spec": spec });
@@ -100,6 +120,9 @@ pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> an
         &t.theta_final,
         metadata,
     )?;
+    if let Some((hessian, density)) = &report.hessian {
+        write_hessian(dir, hessian, density.as_ref())?;
+    }
     write_json(&dir.join("timings.json"), &report.timings)?;
     write_json(&dir.join(METRICS_FILE), &report.metrics)?;
     Ok(())

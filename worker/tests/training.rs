@@ -4,7 +4,7 @@
 use minima_shared::{Sweep, TaskSpec};
 use minima_worker::run::{read_finished, run_task, write_task_folder};
 
-/// One small task per family: 600 sequences, 2 epochs.
+/// One small task per family: 600 sequences, 2 epochs, a light Hessian.
 fn tasks() -> Vec<TaskSpec> {
     Sweep::from_yaml(
         "
@@ -12,6 +12,8 @@ name: t
 task: sequence-classification
 data: {samples: 600}
 train: {epochs: 2}
+analysis:
+  hessian: {samples: 100, max_iterations: 20, trace_samples: 10, lanczos_steps: 10}
 grid:
   - {arch: [lstm, gru], layers: [2], hidden: [8]}
   - {arch: [transformer], layers: [2], heads: [2], hidden: [8]}
@@ -36,6 +38,13 @@ fn a_short_run_lowers_the_training_loss() {
         assert_eq!(m.epochs.len(), 2);
         assert_eq!(m.params, spec.model.param_count());
         assert!(m.test_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+        assert!(
+            m.top_eigenvalue.is_some_and(f64::is_finite),
+            "{}",
+            spec.model.label()
+        );
+        assert!(m.trace.is_some_and(f64::is_finite));
+        assert!(m.adaptive_top_eigenvalue.is_some_and(f64::is_finite));
     }
 }
 
@@ -47,6 +56,7 @@ name: t
 task: sequence-learning
 data: {samples: 600}
 train: {epochs: 3}
+analysis: {}
 grid:
   - {arch: [transformer], layers: [1], heads: [1], hidden: [8]}
 ",
@@ -62,6 +72,7 @@ grid:
         m.train_loss
     );
     assert_eq!(m.test_accuracy, None);
+    assert_eq!(m.top_eigenvalue, None, "no analysis was asked for");
 }
 
 #[test]
@@ -90,7 +101,13 @@ fn a_task_folder_holds_metrics_losses_and_both_weights() {
     let report = run_task(&spec, &mut |_| {});
     let dir = tempfile::tempdir().unwrap();
     write_task_folder(dir.path(), &spec, &report).unwrap();
-    for file in ["task.json", "epochs.csv", "metrics.json", "timings.json"] {
+    for file in [
+        "task.json",
+        "epochs.csv",
+        "metrics.json",
+        "timings.json",
+        "hessian.json",
+    ] {
         assert!(dir.path().join(file).is_file(), "{file}");
     }
     let epochs = std::fs::read_to_string(dir.path().join("epochs.csv")).unwrap();
