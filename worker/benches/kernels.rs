@@ -5,14 +5,19 @@
 //!     cargo bench -p minima-worker --bench kernels -- [--configs quick|all] [--repeats 5]
 //!
 //! Columns: the median time of a training step (batch 10, dropout on, AdamW,
-//! clipping), of a gradient over 500 samples and of one loss evaluation over
-//! 500 samples (a surface point), each in milliseconds, single-threaded.
+//! clipping), of a gradient over 500 samples (f32), of one loss evaluation
+//! over 500 samples (a surface point), of a gradient in f64 and of a
+//! Hessian-vector product (two f64 gradients) over 500 samples, each in
+//! milliseconds, single-threaded.
 
 use std::time::Instant;
 
 use burn::tensor::DType;
 use minima_shared::task::{AnalysisSpec, DataSpec, TrainSpec};
 use minima_shared::{Arch, ModelSpec, TaskKind, TaskSpec};
+use minima_worker::data::Split;
+use minima_worker::hessian::spectrum::Operator;
+use minima_worker::hessian::{FiniteDifferenceHessian, Gradient, LossFunction};
 use minima_worker::loss::batch_loss;
 use minima_worker::model::{Ctx, Layout, Network};
 use minima_worker::optim::AdamW;
@@ -98,7 +103,7 @@ fn main() {
     let repeats: usize = value("--repeats").map_or(5, |v| v.parse().expect("--repeats N"));
 
     minima_worker::with_compute_threads(1, || {
-        println!("model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms");
+        println!("model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,hvp500_ms");
         for model in configs(all) {
             let kind = TaskKind::SequenceClassification;
             let spec = TaskSpec {
@@ -147,16 +152,30 @@ fn main() {
                 );
             });
 
+            let split = Split { inputs: xs.clone(), targets: ys.clone(), length: 5 };
+            let mut function = LossFunction::new(&model, kind, split);
+            let theta64: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
+            let grad64 = median_seconds(repeats, 3, || {
+                std::hint::black_box(function.gradient(&theta64));
+            });
+            let mut op = FiniteDifferenceHessian::new(&mut function, theta64.clone());
+            let v: Vec<f64> = (0..theta64.len()).map(|_| rng.normal()).collect();
+            let hvp = median_seconds(repeats, 3, || {
+                std::hint::black_box(op.apply(&v));
+            });
+
             let heads = model.heads.map_or("NA".to_string(), |h| h.to_string());
             println!(
-                "{},{},{heads},{},{},{:.3},{:.3},{:.3}",
+                "{},{},{heads},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
                 model.arch.display_name(),
                 model.layers,
                 model.hidden,
                 layout.len,
                 step * 1e3,
                 grad * 1e3,
-                point * 1e3
+                point * 1e3,
+                grad64 * 1e3,
+                hvp * 1e3
             );
         }
     });
