@@ -103,7 +103,9 @@ fn main() {
     let repeats: usize = value("--repeats").map_or(5, |v| v.parse().expect("--repeats N"));
 
     minima_worker::with_compute_threads(1, || {
-        println!("model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,hvp500_ms");
+        println!(
+            "model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,hvp500_ms"
+        );
         for model in configs(all) {
             let kind = TaskKind::SequenceClassification;
             let spec = TaskSpec {
@@ -152,7 +154,11 @@ fn main() {
                 );
             });
 
-            let split = Split { inputs: xs.clone(), targets: ys.clone(), length: 5 };
+            let split = Split {
+                inputs: xs.clone(),
+                targets: ys.clone(),
+                length: 5,
+            };
             let mut function = LossFunction::new(&model, kind, split);
             let theta64: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
             let grad64 = median_seconds(repeats, 3, || {

@@ -37,6 +37,24 @@ pub fn orthogonalize(x: &mut [f64], basis: &[Vec<f64>]) {
     }
 }
 
+/// A dense symmetric `n x n` matrix with eigenvalues `values`: `Q D Q` with
+/// `Q = I - 2 u u^T` a Householder reflection along a random unit `u`. The
+/// known spectrum is the reference of the tests and benchmarks.
+pub fn with_spectrum(values: &[f64], seed: u64) -> Vec<f64> {
+    let n = values.len();
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    normalize(&mut u);
+    let q = |i: usize, j: usize| f64::from(u8::from(i == j)) - 2.0 * u[i] * u[j];
+    let mut a = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            a[i * n + j] = (0..n).map(|k| q(i, k) * values[k] * q(j, k)).sum();
+        }
+    }
+    a
+}
+
 /// Eigenvalues (ascending) and eigenvectors (`vectors[k]` belongs to
 /// `values[k]`) of the symmetric `n x n` row-major matrix `a`.
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {

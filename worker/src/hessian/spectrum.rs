@@ -255,6 +255,31 @@ pub fn spectral_density(
     }
 }
 
+impl Density {
+    /// The first moment of the density: the mean eigenvalue, trace / n.
+    pub fn mean(&self) -> f64 {
+        let weighted: Vec<f64> = self
+            .grid
+            .iter()
+            .zip(&self.density)
+            .map(|(t, p)| t * p)
+            .collect();
+        trapezoid(&self.grid, &weighted)
+    }
+
+    /// The same moment from the quadrature nodes, before broadening.
+    pub fn quadrature_mean(&self) -> f64 {
+        let per_run = |r: &LanczosRun| -> f64 {
+            r.ritz_values
+                .iter()
+                .zip(&r.ritz_weights)
+                .map(|(v, w)| v * w)
+                .sum()
+        };
+        self.runs.iter().map(per_run).sum::<f64>() / self.runs.len() as f64
+    }
+}
+
 /// Trapezoidal integral of `y` over the grid `x`.
 pub fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
     x.windows(2)
@@ -267,7 +292,7 @@ pub fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
-    /// `diag(values)` rotated by a Householder reflection, so it is dense.
+    /// A dense matrix of known spectrum.
     struct Dense {
         n: usize,
         a: Vec<f64>,
@@ -275,19 +300,10 @@ mod tests {
 
     impl Dense {
         fn with_spectrum(values: &[f64], seed: u64) -> Dense {
-            let n = values.len();
-            let mut rng = Rng::new(seed);
-            let mut u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-            normalize(&mut u);
-            // Q = I - 2 u u^T; A = Q D Q.
-            let q = |i: usize, j: usize| f64::from(u8::from(i == j)) - 2.0 * u[i] * u[j];
-            let mut a = vec![0.0; n * n];
-            for i in 0..n {
-                for j in 0..n {
-                    a[i * n + j] = (0..n).map(|k| q(i, k) * values[k] * q(j, k)).sum();
-                }
+            Dense {
+                n: values.len(),
+                a: super::super::linalg::with_spectrum(values, seed),
             }
-            Dense { n, a }
         }
     }
 
@@ -351,23 +367,11 @@ mod tests {
         let mut op = Dense::with_spectrum(&values, 7);
         let d = spectral_density(&mut op, 20, 40, 4000, 0.005, &mut Rng::new(8));
         assert!((trapezoid(&d.grid, &d.density) - 1.0).abs() < 1e-12);
-        let weighted: Vec<f64> = d.grid.iter().zip(&d.density).map(|(t, p)| t * p).collect();
-        let mean = trapezoid(&d.grid, &weighted);
+        let mean = d.mean();
         let exact = values.iter().sum::<f64>() / n;
         // Each run's quadrature mean is v^T H v / n for a Rademacher v: a
         // Hutchinson sample, so 20 runs leave a few percent of noise.
-        let quadrature: f64 = d
-            .runs
-            .iter()
-            .map(|r| {
-                r.ritz_values
-                    .iter()
-                    .zip(&r.ritz_weights)
-                    .map(|(v, w)| v * w)
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / d.runs.len() as f64;
+        let quadrature = d.quadrature_mean();
         assert!(
             (mean - quadrature).abs() < 1e-3 * exact.abs().max(1.0),
             "{mean} vs {quadrature}"
