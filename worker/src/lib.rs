@@ -8,6 +8,7 @@
 //! - [`optim`]: AdamW and global gradient-norm clipping as PyTorch does them.
 //! - [`train`]: the training protocol.
 //! - [`hessian`]: Hessian eigenvalues, trace and spectral density.
+//! - [`landscape`]: the loss along the line from initial to final weights.
 //! - [`run`]: one task from configuration to its output folder.
 //! - [`export`]: weights as PyTorch-loadable safetensors.
 //! - [`output`]: crash-safe file writes.
@@ -15,6 +16,7 @@
 pub mod data;
 pub mod export;
 pub mod hessian;
+pub mod landscape;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -13,6 +13,7 @@ use crate::data::Dataset;
 use crate::export::write_safetensors;
 use crate::hessian::spectrum::Density;
 use crate::hessian::{HessianReport, analyse, write_hessian};
+use crate::landscape::{Interpolation, interpolate, write_interpolation};
 use crate::loss::evaluate;
 use crate::model::{Ctx, Network};
 use crate::output::{write_atomic, write_json};
@@ -29,6 +30,8 @@ pub struct TaskReport {
     pub training: TrainOutcome,
     /// The sharpness analysis, when the task asks for it.
     pub hessian: Option<(HessianReport, Option<Density>)>,
+    /// The linear interpolation, when the task asks for it.
+    pub interpolation: Option<Interpolation>,
 }
 
 /// Runs a task: generates its data, trains, evaluates the initial and final
@@ -50,6 +53,15 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
         .as_ref()
         .map(|h| analyse(spec, &data, &training.theta_final, h));
     let hessian_seconds = hessian_started.elapsed().as_secs_f64();
+    let interpolation = spec.analysis.interpolation.as_ref().map(|line| {
+        interpolate(
+            spec,
+            &data,
+            &training.theta_initial,
+            &training.theta_final,
+            line,
+        )
+    });
     let finite = |v: f64| v.is_finite().then_some(v);
     let report = hessian.as_ref().map(|(r, _)| r);
     let metrics = TaskMetrics {
@@ -78,13 +90,14 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
         timings,
         training,
         hessian,
+        interpolation,
     }
 }
 
 /// Writes a task's folder: `task.json`, `epochs.csv`, the initial and final
 /// weights as safetensors, the Hessian analysis (`hessian.json`, and
-/// `density.csv` and `ritz.csv` with a density), `timings.json` and, last,
-/// `metrics.json`.
+/// `density.csv` and `ritz.csv` with a density), `interpolation.csv`,
+/// `timings.json` and, last, `metrics.json`.
 pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let task = serde_json::json!({ "id": spec.id().as_str(), "spec": spec });
@@ -122,6 +135,9 @@ pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> an
     )?;
     if let Some((hessian, density)) = &report.hessian {
         write_hessian(dir, hessian, density.as_ref())?;
+    }
+    if let Some(line) = &report.interpolation {
+        write_interpolation(dir, line)?;
     }
     write_json(&dir.join("timings.json"), &report.timings)?;
     write_json(&dir.join(METRICS_FILE), &report.metrics)?;

@@ -14,6 +14,7 @@ data: {samples: 600}
 train: {epochs: 2}
 analysis:
   hessian: {samples: 100, max_iterations: 20, trace_samples: 10, lanczos_steps: 10}
+  interpolation: {points: 5, range: [-0.5, 1.5]}
 grid:
   - {arch: [lstm, gru], layers: [2], hidden: [8]}
   - {arch: [transformer], layers: [2], heads: [2], hidden: [8]}
@@ -137,4 +138,17 @@ fn a_task_folder_holds_metrics_losses_and_both_weights() {
         None,
         "metrics of another task are not reused"
     );
+}
+
+#[test]
+fn interpolation_ends_are_the_initial_and_final_losses() {
+    let spec = tasks().remove(0);
+    let report = run_task(&spec, &mut |_| {});
+    let line = report.interpolation.expect("the task asks for it");
+    assert_eq!(line.alphas, [-0.5, 0.0, 0.5, 1.0, 1.5]);
+    let m = &report.metrics;
+    assert_eq!(line.train_loss[1], m.initial_train_loss);
+    assert_eq!(line.test_loss[1], m.initial_test_loss);
+    assert_eq!(line.train_loss[3], m.train_loss);
+    assert_eq!(line.test_loss[3], m.test_loss);
 }
