@@ -50,5 +50,6 @@ pub struct TaskMetrics {
 pub struct TaskTimings {
     pub train_seconds: f64,
     pub hessian_seconds: f64,
+    pub surface_seconds: f64,
     pub total_seconds: f64,
 }

@@ -139,6 +139,8 @@ pub struct InterpolationFile {
 pub struct SurfaceFile {
     pub resolution: Option<f64>,
     pub range: Option<Vec<f64>>,
+    pub samples: Option<f64>,
+    pub include_vectors: Option<bool>,
 }
 
 impl SweepFile {
@@ -170,10 +172,11 @@ impl SweepFile {
         let seeds = validate_seeds(self.seeds)?;
         let analysis = match self.analysis {
             Some(file) => file.validate(&data)?,
+            // The surface costs thousands of loss evaluations: only on request.
             None => AnalysisSpec {
                 hessian: Some(HessianSpec::default()).map(|h| cap_hessian(h, &data)),
                 interpolation: Some(InterpolationSpec::default()),
-                surface: Some(SurfaceSpec::default()),
+                surface: None,
             },
         };
         if self.grid.is_empty() {
@@ -453,6 +456,14 @@ impl AnalysisFile {
                         2,
                     )?,
                     range: interval("analysis.surface.range", file.range, defaults.range)?,
+                    samples: count(
+                        "analysis.surface.samples",
+                        file.samples,
+                        defaults.samples,
+                        1,
+                    )?
+                    .min(data.split_sizes().0),
+                    include_vectors: file.include_vectors.unwrap_or(defaults.include_vectors),
                 })
             }
         };

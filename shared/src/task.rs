@@ -47,6 +47,7 @@ pub const DEFAULT_INTERPOLATION_POINTS: usize = 41;
 pub const DEFAULT_INTERPOLATION_RANGE: [f64; 2] = [-0.5, 1.5];
 pub const DEFAULT_SURFACE_RESOLUTION: usize = 51;
 pub const DEFAULT_SURFACE_RANGE: [f64; 2] = [-1.0, 1.0];
+pub const DEFAULT_SURFACE_SAMPLES: usize = 1000;
 
 /// The two toy problems of the study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -223,8 +224,16 @@ impl Default for InterpolationSpec {
 /// filter-normalised random directions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SurfaceSpec {
+    /// Points per axis; the grid is `resolution x resolution`.
     pub resolution: usize,
+    /// Range of both coefficients.
     pub range: [f64; 2],
+    /// Training sequences (the first ones) of the training-loss surface; the
+    /// test surface uses the whole test set.
+    pub samples: usize,
+    /// Whether biases and LayerNorm parameters move too (along themselves,
+    /// as Li et al. do); by default only weight matrices move.
+    pub include_vectors: bool,
 }
 
 impl Default for SurfaceSpec {
@@ -232,6 +241,8 @@ impl Default for SurfaceSpec {
         SurfaceSpec {
             resolution: DEFAULT_SURFACE_RESOLUTION,
             range: DEFAULT_SURFACE_RANGE,
+            samples: DEFAULT_SURFACE_SAMPLES,
+            include_vectors: false,
         }
     }
 }

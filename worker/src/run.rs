@@ -13,7 +13,9 @@ use crate::data::Dataset;
 use crate::export::write_safetensors;
 use crate::hessian::spectrum::Density;
 use crate::hessian::{HessianReport, analyse, write_hessian};
-use crate::landscape::{Interpolation, interpolate, write_interpolation};
+use crate::landscape::{
+    self, Interpolation, Plane, SurfaceGrid, interpolate, write_interpolation, write_surface,
+};
 use crate::loss::evaluate;
 use crate::model::{Ctx, Network};
 use crate::output::{write_atomic, write_json};
@@ -32,6 +34,8 @@ pub struct TaskReport {
     pub hessian: Option<(HessianReport, Option<Density>)>,
     /// The linear interpolation, when the task asks for it.
     pub interpolation: Option<Interpolation>,
+    /// The 2-D surface around the final weights, when the task asks for it.
+    pub surface: Option<(Plane, SurfaceGrid)>,
 }
 
 /// Runs a task: generates its data, trains, evaluates the initial and final
@@ -62,6 +66,13 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
             line,
         )
     });
+    let surface_started = Instant::now();
+    let surface = spec
+        .analysis
+        .surface
+        .as_ref()
+        .map(|s| landscape::surface(spec, &data, &training.theta_final, s));
+    let surface_seconds = surface_started.elapsed().as_secs_f64();
     let finite = |v: f64| v.is_finite().then_some(v);
     let report = hessian.as_ref().map(|(r, _)| r);
     let metrics = TaskMetrics {
@@ -83,6 +94,7 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
     let timings = TaskTimings {
         train_seconds,
         hessian_seconds,
+        surface_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
     };
     TaskReport {
@@ -91,12 +103,14 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
         training,
         hessian,
         interpolation,
+        surface,
     }
 }
 
 /// Writes a task's folder: `task.json`, `epochs.csv`, the initial and final
 /// weights as safetensors, the Hessian analysis (`hessian.json`, and
-/// `density.csv` and `ritz.csv` with a density), `interpolation.csv`,
+/// `density.csv` and `ritz.csv` with a density), `interpolation.csv`, the
+/// surface (`surface_train.npy`, `surface_test.npy`, `surface.json`),
 /// `timings.json` and, last, `metrics.json`.
 pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -138,6 +152,9 @@ pub fn write_task_folder(dir: &Path, spec: &TaskSpec, report: &TaskReport) -> an
     }
     if let Some(line) = &report.interpolation {
         write_interpolation(dir, line)?;
+    }
+    if let (Some((plane, grid)), Some(s)) = (&report.surface, &spec.analysis.surface) {
+        write_surface(dir, s, plane, grid)?;
     }
     write_json(&dir.join("timings.json"), &report.timings)?;
     write_json(&dir.join(METRICS_FILE), &report.metrics)?;
