@@ -12,6 +12,7 @@ data: {samples: 300}
 train: {epochs: 1}
 analysis:
   hessian: {samples: 100, max_iterations: 20, trace_samples: 10, lanczos_steps: 10}
+  interpolation: {points: 5}
 grid:
   - {arch: [lstm, gru], layers: [1], hidden: [4]}
   - {arch: [transformer], layers: [1], heads: [2], hidden: [4]}
@@ -73,6 +74,26 @@ fn two_local_workers_run_a_sweep_and_a_rerun_resumes() {
             assert!(task.join(file).is_file(), "{} lacks {file}", task.display());
         }
     }
+
+    let figures = dir.path().join("results/e2e/figures");
+    for name in ["test_loss", "top_eigenvalue", "trace", "interpolation"] {
+        for ext in ["png", "svg"] {
+            let file = figures.join(format!("{name}.{ext}"));
+            assert!(
+                file.metadata().is_ok_and(|m| m.len() > 1000),
+                "{} drawn",
+                file.display()
+            );
+        }
+    }
+
+    // The table and figures can be rebuilt from the task folders alone.
+    std::fs::remove_file(dir.path().join("results/e2e/table.csv")).unwrap();
+    std::fs::remove_dir_all(&figures).unwrap();
+    let output = run("coordinator", dir.path(), &["--sweep", sweep, "--report"]);
+    assert_success(&output);
+    assert_eq!(table(dir.path()), rows);
+    assert!(figures.join("test_loss.png").is_file());
 
     // A rerun trains nothing and leaves every result as it was.
     let before = metrics_mtimes(dir.path());

@@ -20,7 +20,7 @@ use minima_worker::run::{read_finished, run_task, write_task_folder};
 use minima_worker::with_compute_threads;
 use tracing::{debug, error, info};
 
-use crate::table;
+use crate::{figures, table};
 
 /// How a local run is set up.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct Summary {
     pub failed: Vec<(TaskSpec, String)>,
     /// The sweep's output folder.
     pub dir: PathBuf,
+    /// Figure files written (PNG and SVG).
+    pub figures: usize,
 }
 
 /// The output folder of one task.
@@ -88,6 +90,7 @@ pub fn run_sweep(sweep: &Sweep, source: &str, options: &LocalOptions) -> anyhow:
         options.workers.min(total.max(1)),
     );
     if total == 0 {
+        summary.figures = draw_figures(sweep, &dir, &results)?;
         return Ok(summary);
     }
 
@@ -145,7 +148,54 @@ pub fn run_sweep(sweep: &Sweep, source: &str, options: &LocalOptions) -> anyhow:
         }
         Ok(())
     })?;
+    summary.figures = draw_figures(sweep, &dir, &results)?;
     Ok(summary)
+}
+
+/// Rewrites `table.csv` and the figures from the finished task folders,
+/// running nothing; returns how many tasks were finished.
+pub fn rebuild(sweep: &Sweep, options: &LocalOptions) -> anyhow::Result<(usize, usize)> {
+    let dir = options.out.join(&sweep.name);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "no results of sweep {} in {}",
+        sweep.name,
+        options.out.display()
+    );
+    let results: Vec<Option<TaskMetrics>> = sweep
+        .tasks
+        .iter()
+        .map(|t| read_finished(&task_dir(&dir, t), t))
+        .collect();
+    write_table(&dir, sweep, &results)?;
+    let figures = draw_figures(sweep, &dir, &results)?;
+    Ok((results.iter().flatten().count(), figures))
+}
+
+/// Draws the sweep's figures from its finished tasks; returns the number of
+/// files written.
+fn draw_figures(
+    sweep: &Sweep,
+    dir: &Path,
+    results: &[Option<TaskMetrics>],
+) -> anyhow::Result<usize> {
+    let rows: Vec<(TaskSpec, TaskMetrics, PathBuf)> = sweep
+        .tasks
+        .iter()
+        .zip(results)
+        .filter_map(|(spec, m)| m.clone().map(|m| (spec.clone(), m, task_dir(dir, spec))))
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let files = figures::draw_sweep(&sweep.name, dir, &rows)?;
+    info!(
+        files = files.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "figures drawn"
+    );
+    Ok(files.len())
 }
 
 /// Trains one task and writes its folder; a panic inside burn becomes a

@@ -1,5 +1,6 @@
 //! The `coordinator` command line: expands a sweep and runs it.
 
+mod figures;
 mod local;
 mod table;
 
@@ -11,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use minima_shared::Sweep;
 
-use crate::local::{LocalOptions, run_sweep};
+use crate::local::{LocalOptions, rebuild, run_sweep};
 
 /// Sweeps built into the binary, runnable by name without their file.
 const BUILTIN_SWEEPS: [(&str, &str); 3] = [
@@ -37,6 +38,9 @@ struct Cli {
     /// Print the expanded tasks as CSV with their parameter counts; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Rebuild table.csv and the figures from finished tasks; train nothing.
+    #[arg(long, conflicts_with = "dry_run")]
+    report: bool,
     /// Folder under which the sweep's results are written.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -100,15 +104,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         workers,
         threads_per_worker: cli.threads_per_worker,
     };
+    if cli.report {
+        let (finished, figures) = rebuild(&sweep, &options)?;
+        eprintln!(
+            "sweep {}: {finished} of {} tasks finished; table and {figures} figure files rebuilt in {}",
+            sweep.name,
+            sweep.tasks.len(),
+            options.out.join(&sweep.name).display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let summary = run_sweep(&sweep, &source, &options)?;
     let table = summary.dir.join("table.csv");
     eprintln!(
-        "sweep {}: {} run, {} reused, {} failed; table in {}",
+        "sweep {}: {} run, {} reused, {} failed; table in {}, {} figure files",
         sweep.name,
         summary.ran,
         summary.reused,
         summary.failed.len(),
-        table.display()
+        table.display(),
+        summary.figures
     );
     if summary.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
