@@ -195,6 +195,38 @@ impl Params<'_> {
     }
 }
 
+/// Tensors outside autodiff with at least this many elements get their
+/// sigmoid and tanh composed from `exp`: flex evaluates `sigmoid` and `tanh`
+/// one scalar libm call at a time (about 10 and 16 ns an element), `exp` in
+/// about 4 ns, and the cheap element-wise steps around it cost less than the
+/// difference. Measured on the 500-sample loss of the 11-layer, d = 32
+/// models: LSTM 37 -> 30 ms, GRU 25 -> 18 ms. With autodiff the composition
+/// was slower (five backward steps instead of one: LSTM gradient 116 ->
+/// 121 ms), and small tensors are bound by per-operation overhead, so both
+/// keep the fused operation.
+const COMPOSED_ACTIVATION_MIN: usize = 4096;
+
+fn composed<const D: usize>(x: &Tensor<D>) -> bool {
+    !x.is_autodiff() && x.shape().num_elements() >= COMPOSED_ACTIVATION_MIN
+}
+
+/// `1 / (1 + exp(-x))`; where `exp` overflows the result is exactly 0, as it
+/// should be (this path never runs backward, where `0 * inf` would be NaN).
+pub(crate) fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !composed(&x) {
+        return burn::tensor::activation::sigmoid(x);
+    }
+    x.neg().exp().add_scalar(1.0).recip()
+}
+
+/// `tanh(x) = 2 sigmoid(2x) - 1`, through [`sigmoid`].
+pub(crate) fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !composed(&x) {
+        return burn::tensor::activation::tanh(x);
+    }
+    sigmoid(x.mul_scalar(2.0)).mul_scalar(2.0).sub_scalar(1.0)
+}
+
 /// `x W^T + b` with a PyTorch-layout weight `[out, in]`.
 fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<D> {
     burn::tensor::module::linear(x, weight.transpose(), Some(bias))
@@ -203,4 +235,40 @@ fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>) -> T
 /// LayerNorm over the last axis with PyTorch's epsilon of 1e-5.
 fn layer_norm<const D: usize>(x: Tensor<D>, scale: Tensor<1>, shift: Tensor<1>) -> Tensor<D> {
     burn::tensor::module::layer_norm(x, scale, Some(shift), 1e-5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The composed activations equal burn's fused ones, in f64 and f32,
+    /// also where `exp` overflows.
+    #[test]
+    fn composed_activations_match_the_fused_ones() {
+        let n = 2 * COMPOSED_ACTIVATION_MIN;
+        let values: Vec<f64> = (0..n)
+            .map(|k| -150.0 + 300.0 * k as f64 / n as f64)
+            .collect();
+        for (dtype, tolerance) in [(DType::F64, 1e-15), (DType::F32, 1e-6)] {
+            let ctx = Ctx::flex(dtype);
+            let x = ctx.tensor(values.clone(), [n]);
+            for (composed, fused) in [
+                (
+                    sigmoid(x.clone()),
+                    burn::tensor::activation::sigmoid(x.clone()),
+                ),
+                (tanh(x.clone()), burn::tensor::activation::tanh(x.clone())),
+            ] {
+                let a: Vec<f64> = composed.into_data().iter::<f64>().collect();
+                let b: Vec<f64> = fused.into_data().iter::<f64>().collect();
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(worst < tolerance, "{dtype:?}: values differ by {worst:e}");
+                assert!(a.iter().all(|v| v.is_finite()));
+            }
+        }
+    }
 }

@@ -4,9 +4,9 @@
 //! the time loop, and computes all gates of a step with one more product: few,
 //! large operations are what make small-batch training fast on the CPU.
 
-use burn::tensor::{Tensor, activation};
+use burn::tensor::Tensor;
 
-use super::{Dropout, Network, Params};
+use super::{Dropout, Network, Params, sigmoid, tanh};
 
 /// `nn.LSTM` (gates i, f, g, o) then `Linear(d, 1)` on the last hidden state.
 ///
@@ -41,21 +41,22 @@ pub(super) fn lstm(
         let top = layer + 1 == net.spec.layers;
         let mut outputs = Vec::with_capacity(if top { 0 } else { length });
         let mut state: Option<(Tensor<2>, Tensor<2>)> = None;
+
         for t in 0..length {
             let mut gates = xw.clone().narrow(1, t, 1).reshape([batch, 4 * d]);
             if let Some((h, _)) = &state {
                 gates = gates + h.clone().matmul(w_hh.clone());
             }
-            let i = activation::sigmoid(gates.clone().narrow(1, 0, d));
-            let f = activation::sigmoid(gates.clone().narrow(1, d, d));
-            let g = activation::tanh(gates.clone().narrow(1, 2 * d, d));
-            let o = activation::sigmoid(gates.narrow(1, 3 * d, d));
+            let i = sigmoid(gates.clone().narrow(1, 0, d));
+            let f = sigmoid(gates.clone().narrow(1, d, d));
+            let g = tanh(gates.clone().narrow(1, 2 * d, d));
+            let o = sigmoid(gates.narrow(1, 3 * d, d));
 
             let c = match state {
                 Some((_, c)) => f * c + i * g,
                 None => i * g,
             };
-            let h = o * activation::tanh(c.clone());
+            let h = o * tanh(c.clone());
             if !top {
                 outputs.push(h.clone());
             }
@@ -117,12 +118,10 @@ pub(super) fn gru(
                 Some(h) => h.clone().matmul(w_hh.clone()) + b_hh.clone().unsqueeze(),
                 None => b_hh.clone().unsqueeze(),
             };
-            let rz = activation::sigmoid(
-                xt.clone().narrow(1, 0, 2 * d) + hw.clone().narrow(1, 0, 2 * d),
-            );
+            let rz = sigmoid(xt.clone().narrow(1, 0, 2 * d) + hw.clone().narrow(1, 0, 2 * d));
             let r = rz.clone().narrow(1, 0, d);
             let z = rz.narrow(1, d, d);
-            let n = activation::tanh(xt.narrow(1, 2 * d, d) + r * hw.narrow(1, 2 * d, d));
+            let n = tanh(xt.narrow(1, 2 * d, d) + r * hw.narrow(1, 2 * d, d));
 
             // h' = (1 - z) * n + z * h = n + z * (h - n)
             let next = match h {
