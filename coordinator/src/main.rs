@@ -2,6 +2,7 @@
 
 mod figures;
 mod local;
+mod store;
 mod table;
 
 use std::io::Write;
