@@ -1,7 +1,14 @@
 //! The `coordinator` command line: expands a sweep and runs it.
+//!
+//! - [`store`]: SQLite store and lease state machine.
+//! - [`service`]: the gRPC service workers talk to.
+//! - [`run`]: serving a sweep, local worker processes, progress.
+//! - [`outputs`], [`table`], [`figures`]: the output folder.
 
 mod figures;
-mod local;
+mod outputs;
+mod run;
+mod service;
 mod store;
 mod table;
 
@@ -13,7 +20,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use minima_shared::Sweep;
 
-use crate::local::{LocalOptions, rebuild, run_sweep};
+use crate::run::{RunOptions, default_db, report, run_sweep, sibling_worker_binary};
+use crate::store::{Policy, Store};
 
 /// Sweeps built into the binary, runnable by name without their file.
 const BUILTIN_SWEEPS: [(&str, &str); 3] = [
@@ -39,18 +47,38 @@ struct Cli {
     /// Print the expanded tasks as CSV with their parameter counts; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Rebuild table.csv and the figures from finished tasks; train nothing.
+    /// Rebuild task folders, table.csv and the figures from the store; train nothing.
     #[arg(long, conflicts_with = "dry_run")]
     report: bool,
+    /// Print every task's state, attempts, worker and last error from the store.
+    #[arg(long, conflicts_with_all = ["dry_run", "report"])]
+    status: bool,
     /// Folder under which the sweep's results are written.
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Worker threads on this machine (default: one per core).
+    /// The store (SQLite); default <out>/minima.db.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Worker processes started on this machine (default: one per core; 0
+    /// to rely on remote workers).
     #[arg(long)]
     local_workers: Option<usize>,
     /// CPU-kernel threads per local worker.
     #[arg(long, default_value_t = 1)]
     threads_per_worker: usize,
+    /// Address workers connect to; port 0 picks a free one. Anything but
+    /// loopback requires --token.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Shared secret workers must present (or MINIMA_TOKEN).
+    #[arg(long, env = "MINIMA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A lease not renewed for this long expires and its task runs again.
+    #[arg(long, default_value_t = 15_000)]
+    lease_timeout_ms: i64,
+    /// Attempts before a task that fails by itself is marked failed.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -92,21 +120,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let workers = match cli.local_workers {
-        Some(0) => bail!("--local-workers: must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let workers = cli
+        .local_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if cli.threads_per_worker == 0 {
         bail!("--threads-per-worker: must be at least 1");
     }
-    let options = LocalOptions {
+    if cli.lease_timeout_ms < 100 {
+        bail!(
+            "--lease-timeout-ms: {} is too short (at least 100)",
+            cli.lease_timeout_ms
+        );
+    }
+    if cli.max_attempts == 0 {
+        bail!("--max-attempts: must be at least 1");
+    }
+    if !cli.listen.ip().is_loopback() && cli.token.as_deref().is_none_or(str::is_empty) {
+        bail!(
+            "--listen: {} is not a loopback address; set --token (or MINIMA_TOKEN) so only your workers can join",
+            cli.listen
+        );
+    }
+    let options = RunOptions {
+        db: cli.db.clone().unwrap_or_else(|| default_db(&cli.out)),
         out: cli.out,
-        workers,
+        listen: cli.listen,
+        local_workers: workers,
         threads_per_worker: cli.threads_per_worker,
+        token: cli.token,
+        policy: Policy {
+            lease_timeout_ms: cli.lease_timeout_ms,
+            max_attempts: cli.max_attempts,
+            ..Policy::default()
+        },
+        worker_binary: sibling_worker_binary(),
     };
+    if cli.status {
+        return print_status(&sweep, &options);
+    }
     if cli.report {
-        let (finished, figures) = rebuild(&sweep, &options)?;
+        let (finished, figures) = report(&sweep, &source, &options)?;
         eprintln!(
             "sweep {}: {finished} of {} tasks finished; table and {figures} figure files rebuilt in {}",
             sweep.name,
@@ -115,12 +168,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = run_sweep(&sweep, &source, &options)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let summary = runtime.block_on(run_sweep(&sweep, &source, &options))?;
     let table = summary.dir.join("table.csv");
     eprintln!(
-        "sweep {}: {} run, {} reused, {} failed; table in {}, {} figure files",
+        "sweep {}: {} finished ({} before this run), {} failed; table in {}, {} figure files",
         sweep.name,
-        summary.ran,
+        summary.finished,
         summary.reused,
         summary.failed.len(),
         table.display(),
@@ -129,15 +183,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if summary.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        for (spec, reason) in &summary.failed {
+        for task in &summary.failed {
             eprintln!(
-                "failed: {} seed {}: {reason}",
-                spec.model.label(),
-                spec.seed
+                "failed: task {} after {} attempts: {}",
+                &task.task_id[..12],
+                task.attempts,
+                task.last_error.as_deref().unwrap_or("no reason given")
             );
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// Prints one line per task: model, seed, state, attempts, worker, error.
+fn print_status(sweep: &Sweep, options: &RunOptions) -> anyhow::Result<ExitCode> {
+    if !options.db.is_file() {
+        bail!(
+            "no store at {}: the sweep has not run with this --out/--db",
+            options.db.display()
+        );
+    }
+    let store = Store::open(&options.db, options.policy)
+        .with_context(|| format!("cannot open the store {}", options.db.display()))?;
+    let statuses = run::statuses(&store, sweep)?;
+    let progress = store.progress(&sweep.name)?;
+    let mut text = String::from("task,model,seed,state,attempts,worker,last_error\n");
+    for spec in &sweep.tasks {
+        let id = spec.id();
+        let (state, attempts, worker, error) = match statuses.get(id.as_str()) {
+            Some(t) => (
+                t.state.as_str(),
+                t.attempts,
+                t.worker_id.clone().unwrap_or_default(),
+                t.last_error.clone().unwrap_or_default(),
+            ),
+            None => ("unknown", 0, String::new(), String::new()),
+        };
+        text.push_str(&format!(
+            "{},{},{},{state},{attempts},{worker},{}\n",
+            id.short(),
+            spec.model.label(),
+            spec.seed,
+            error.replace([',', '\n'], " ")
+        ));
+    }
+    print_quietly(&text)?;
+    eprintln!(
+        "sweep {}: {} finished, {} running, {} pending, {} failed",
+        sweep.name, progress.finished, progress.leased, progress.pending, progress.failed
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the expanded tasks as CSV. A closed pipe (`| head`) ends the
@@ -148,6 +243,11 @@ fn print_plan(sweep: &Sweep) -> anyhow::Result<()> {
         text.push_str(&table::plan_row(task));
         text.push('\n');
     }
+    print_quietly(&text)
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+fn print_quietly(text: &str) -> anyhow::Result<()> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),

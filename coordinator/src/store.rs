@@ -169,6 +169,7 @@ impl Store {
     }
 
     /// A store in memory, for tests.
+    #[cfg(test)]
     pub fn in_memory(policy: Policy) -> Result<Store, StoreError> {
         Store::init(Connection::open_in_memory()?, policy)
     }
@@ -184,7 +185,9 @@ impl Store {
         )?;
         if tables > 0 {
             let format: Option<String> = db
-                .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0))
+                .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .unwrap_or(None);
             if format.as_deref() != Some(FORMAT) {
@@ -212,7 +215,9 @@ impl Store {
         tasks: &[(String, String)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO sweeps (name, source, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET source = ?2, updated_ms = ?3",
@@ -234,7 +239,13 @@ impl Store {
     }
 
     /// Records a worker; returns nothing it did not know before.
-    pub fn register_worker(&mut self, id: &str, name: &str, device: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub fn register_worker(
+        &mut self,
+        id: &str,
+        name: &str,
+        device: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.db.execute(
             "INSERT INTO workers (id, name, device, registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (id) DO UPDATE SET last_seen_ms = ?4",
@@ -244,9 +255,16 @@ impl Store {
     }
 
     /// Atomically hands the first ready pending task of `sweep` to `worker`.
-    pub fn lease(&mut self, sweep: &str, worker: &str, now_ms: i64) -> Result<Option<Assignment>, StoreError> {
+    pub fn lease(
+        &mut self,
+        sweep: &str,
+        worker: &str,
+        now_ms: i64,
+    ) -> Result<Option<Assignment>, StoreError> {
         let timeout = self.policy.lease_timeout_ms;
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let task: Option<(String, String, u32)> = tx
             .query_row(
                 "SELECT t.id, t.spec_json, t.leases FROM tasks t
@@ -262,7 +280,10 @@ impl Store {
         };
         let lease_number = leases + 1;
         // A sequence number makes it unique; random bits make it unguessable.
-        let sequence: i64 = tx.query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM leases", [], |r| r.get(0))?;
+        let sequence: i64 =
+            tx.query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM leases", [], |r| {
+                r.get(0)
+            })?;
         let lease_id = format!("L{sequence}-{:016x}", random_bits());
         tx.execute(
             "UPDATE tasks SET state = 'leased', leases = ?2 WHERE id = ?1",
@@ -273,7 +294,10 @@ impl Store {
              VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
             params![lease_id, task_id, worker, now_ms + timeout, now_ms],
         )?;
-        tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now_ms])?;
+        tx.execute(
+            "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+            params![worker, now_ms],
+        )?;
         tx.commit()?;
         Ok(Some(Assignment {
             task_id,
@@ -285,9 +309,16 @@ impl Store {
 
     /// Renews the worker's active leases among `leases`; returns those that
     /// are no longer active (the worker should stop working on them).
-    pub fn heartbeat(&mut self, worker: &str, leases: &[String], now_ms: i64) -> Result<Vec<String>, StoreError> {
+    pub fn heartbeat(
+        &mut self,
+        worker: &str,
+        leases: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let timeout = self.policy.lease_timeout_ms;
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut lost = Vec::new();
         for lease in leases {
             let renewed = tx.execute(
@@ -299,7 +330,10 @@ impl Store {
                 lost.push(lease.clone());
             }
         }
-        tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now_ms])?;
+        tx.execute(
+            "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+            params![worker, now_ms],
+        )?;
         tx.commit()?;
         Ok(lost)
     }
@@ -307,15 +341,21 @@ impl Store {
     /// Expires every active lease past its deadline and returns its task to
     /// the queue, uncharged. Returns the expired lease ids.
     pub fn reap(&mut self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let expired: Vec<(String, String)> = {
-            let mut stmt =
-                tx.prepare("SELECT id, task_id FROM leases WHERE state = 'active' AND deadline_ms < ?1")?;
+            let mut stmt = tx.prepare(
+                "SELECT id, task_id FROM leases WHERE state = 'active' AND deadline_ms < ?1",
+            )?;
             let rows = stmt.query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         for (lease, task) in &expired {
-            tx.execute("UPDATE leases SET state = 'expired' WHERE id = ?1", params![lease])?;
+            tx.execute(
+                "UPDATE leases SET state = 'expired' WHERE id = ?1",
+                params![lease],
+            )?;
             tx.execute(
                 "UPDATE tasks SET state = 'pending', not_before_ms = ?2 WHERE id = ?1 AND state = 'leased'",
                 params![task, now_ms],
@@ -326,7 +366,12 @@ impl Store {
     }
 
     /// The active lease `lease` of `task`, or why a report from it is refused.
-    fn check_active(tx: &rusqlite::Transaction, lease: &str, task: &str, now_ms: i64) -> Result<(), StoreError> {
+    fn check_active(
+        tx: &rusqlite::Transaction,
+        lease: &str,
+        task: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let row: Option<(String, String, i64)> = tx
             .query_row(
                 "SELECT task_id, state, deadline_ms FROM leases WHERE id = ?1",
@@ -345,7 +390,11 @@ impl Store {
             .into());
         }
         if state != "active" || deadline < now_ms {
-            let state = if state == "active" { "expired".to_string() } else { state };
+            let state = if state == "active" {
+                "expired".to_string()
+            } else {
+                state
+            };
             return Err(Rejection::NotActive {
                 lease: lease.to_string(),
                 state,
@@ -364,7 +413,9 @@ impl Store {
         artifacts: &[(String, Vec<u8>)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Store::check_active(&tx, lease, task, now_ms)?;
         tx.execute(
             "INSERT INTO results (task_id, lease_id, metrics_json, finished_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -376,7 +427,10 @@ impl Store {
                 params![task, name, content],
             )?;
         }
-        tx.execute("UPDATE leases SET state = 'completed' WHERE id = ?1", params![lease])?;
+        tx.execute(
+            "UPDATE leases SET state = 'completed' WHERE id = ?1",
+            params![lease],
+        )?;
         tx.execute(
             "UPDATE tasks SET state = 'finished', last_error = NULL WHERE id = ?1",
             params![task],
@@ -388,15 +442,30 @@ impl Store {
     /// Records that `task` failed by itself under `lease`: retried after a
     /// backoff, or failed for good after `max_attempts`. Returns whether the
     /// task will be retried.
-    pub fn fail(&mut self, lease: &str, task: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
+    pub fn fail(
+        &mut self,
+        lease: &str,
+        task: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let policy = self.policy;
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Store::check_active(&tx, lease, task, now_ms)?;
-        let attempts: u32 = tx.query_row("SELECT attempts FROM tasks WHERE id = ?1", params![task], |r| r.get(0))?;
+        let attempts: u32 = tx.query_row(
+            "SELECT attempts FROM tasks WHERE id = ?1",
+            params![task],
+            |r| r.get(0),
+        )?;
         let attempts = attempts + 1;
         let retry = attempts < policy.max_attempts;
         let backoff = (policy.backoff_ms << (attempts - 1).min(30)).min(policy.max_backoff_ms);
-        tx.execute("UPDATE leases SET state = 'failed' WHERE id = ?1", params![lease])?;
+        tx.execute(
+            "UPDATE leases SET state = 'failed' WHERE id = ?1",
+            params![lease],
+        )?;
         tx.execute(
             "UPDATE tasks SET attempts = ?2, last_error = ?3, state = ?4, not_before_ms = ?5 WHERE id = ?1",
             params![task, attempts, reason, if retry { "pending" } else { "failed" }, now_ms + backoff],
@@ -407,9 +476,14 @@ impl Store {
 
     /// Gives `task` back without charging it (a worker shutting down).
     pub fn release(&mut self, lease: &str, task: &str, now_ms: i64) -> Result<(), StoreError> {
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Store::check_active(&tx, lease, task, now_ms)?;
-        tx.execute("UPDATE leases SET state = 'released' WHERE id = ?1", params![lease])?;
+        tx.execute(
+            "UPDATE leases SET state = 'released' WHERE id = ?1",
+            params![lease],
+        )?;
         tx.execute(
             "UPDATE tasks SET state = 'pending', not_before_ms = ?2 WHERE id = ?1",
             params![task, now_ms],
@@ -425,7 +499,9 @@ impl Store {
              WHERE s.sweep = ?1 GROUP BY t.state",
         )?;
         let mut progress = Progress::default();
-        for row in stmt.query_map(params![sweep], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in stmt.query_map(params![sweep], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
             let (state, count) = row?;
             let count = count as usize;
             match state.as_str() {
@@ -463,26 +539,36 @@ impl Store {
     pub fn result(&self, task: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .db
-            .query_row("SELECT metrics_json FROM results WHERE task_id = ?1", params![task], |r| r.get(0))
+            .query_row(
+                "SELECT metrics_json FROM results WHERE task_id = ?1",
+                params![task],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     /// The stored files of a finished task.
     pub fn artifacts(&self, task: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut stmt = self.db.prepare("SELECT name, content FROM artifacts WHERE task_id = ?1 ORDER BY name")?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT name, content FROM artifacts WHERE task_id = ?1 ORDER BY name")?;
         let rows = stmt.query_map(params![task], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Number of results of a task (never more than one).
+    #[cfg(test)]
     pub fn result_count(&self, task: &str) -> Result<usize, StoreError> {
-        let n: i64 = self
-            .db
-            .query_row("SELECT count(*) FROM results WHERE task_id = ?1", params![task], |r| r.get(0))?;
+        let n: i64 = self.db.query_row(
+            "SELECT count(*) FROM results WHERE task_id = ?1",
+            params![task],
+            |r| r.get(0),
+        )?;
         Ok(n as usize)
     }
 
     /// Active leases of a task (never more than one).
+    #[cfg(test)]
     pub fn active_leases(&self, task: &str) -> Result<usize, StoreError> {
         let n: i64 = self.db.query_row(
             "SELECT count(*) FROM leases WHERE task_id = ?1 AND state = 'active'",
@@ -509,7 +595,9 @@ mod tests {
 
     fn store_with(tasks: usize) -> Store {
         let mut store = Store::in_memory(policy()).unwrap();
-        let tasks: Vec<(String, String)> = (0..tasks).map(|i| (format!("{i:064x}"), format!("{{\"n\":{i}}}"))).collect();
+        let tasks: Vec<(String, String)> = (0..tasks)
+            .map(|i| (format!("{i:064x}"), format!("{{\"n\":{i}}}")))
+            .collect();
         store.add_sweep("s", "name: s", &tasks, 0).unwrap();
         store
     }
@@ -528,34 +616,73 @@ mod tests {
     fn an_expired_lease_is_re_leased_uncharged_and_its_late_report_refused() {
         let mut store = store_with(1);
         let first = store.lease("s", "w1", 0).unwrap().unwrap();
-        assert_eq!(store.heartbeat("w1", &[first.lease_id.clone()], 50).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            store
+                .heartbeat("w1", std::slice::from_ref(&first.lease_id), 50)
+                .unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(store.reap(149).unwrap().len(), 0, "renewed to 150");
         assert_eq!(store.reap(151).unwrap(), vec![first.lease_id.clone()]);
         let second = store.lease("s", "w2", 151).unwrap().unwrap();
         assert_eq!(second.task_id, first.task_id);
         assert_eq!(second.lease_number, 2);
         // The lost worker comes back: its heartbeat and its result are refused.
-        assert_eq!(store.heartbeat("w1", &[first.lease_id.clone()], 152).unwrap(), vec![first.lease_id.clone()]);
+        assert_eq!(
+            store
+                .heartbeat("w1", std::slice::from_ref(&first.lease_id), 152)
+                .unwrap(),
+            vec![first.lease_id.clone()]
+        );
         let late = store.complete(&first.lease_id, &first.task_id, "{}", &[], 152);
-        assert!(matches!(late, Err(StoreError::Rejected(Rejection::NotActive { .. }))), "{late:?}");
-        store.complete(&second.lease_id, &second.task_id, "{\"ok\":1}", &[("a".into(), vec![1])], 153).unwrap();
-        assert_eq!(store.task_statuses("s").unwrap()[0].attempts, 0, "a lost worker is not charged");
-        assert_eq!(store.result(&first.task_id).unwrap().as_deref(), Some("{\"ok\":1}"));
+        assert!(
+            matches!(late, Err(StoreError::Rejected(Rejection::NotActive { .. }))),
+            "{late:?}"
+        );
+        store
+            .complete(
+                &second.lease_id,
+                &second.task_id,
+                "{\"ok\":1}",
+                &[("a".into(), vec![1])],
+                153,
+            )
+            .unwrap();
+        assert_eq!(
+            store.task_statuses("s").unwrap()[0].attempts,
+            0,
+            "a lost worker is not charged"
+        );
+        assert_eq!(
+            store.result(&first.task_id).unwrap().as_deref(),
+            Some("{\"ok\":1}")
+        );
     }
 
     #[test]
     fn the_first_result_wins_and_forged_reports_change_nothing() {
         let mut store = store_with(2);
         let a = store.lease("s", "w1", 0).unwrap().unwrap();
-        store.complete(&a.lease_id, &a.task_id, "{\"first\":1}", &[], 1).unwrap();
+        store
+            .complete(&a.lease_id, &a.task_id, "{\"first\":1}", &[], 1)
+            .unwrap();
         let again = store.complete(&a.lease_id, &a.task_id, "{\"second\":1}", &[], 2);
         assert!(again.is_err());
         let forged = store.complete("no-such-lease", &a.task_id, "{}", &[], 2);
-        assert!(matches!(forged, Err(StoreError::Rejected(Rejection::UnknownLease(_)))));
+        assert!(matches!(
+            forged,
+            Err(StoreError::Rejected(Rejection::UnknownLease(_)))
+        ));
         let b = store.lease("s", "w1", 3).unwrap().unwrap();
         let crossed = store.complete(&b.lease_id, &a.task_id, "{}", &[], 3);
-        assert!(matches!(crossed, Err(StoreError::Rejected(Rejection::WrongTask { .. }))));
-        assert_eq!(store.result(&a.task_id).unwrap().as_deref(), Some("{\"first\":1}"));
+        assert!(matches!(
+            crossed,
+            Err(StoreError::Rejected(Rejection::WrongTask { .. }))
+        ));
+        assert_eq!(
+            store.result(&a.task_id).unwrap().as_deref(),
+            Some("{\"first\":1}")
+        );
         assert_eq!(store.result_count(&a.task_id).unwrap(), 1);
     }
 
@@ -565,11 +692,17 @@ mod tests {
         let mut now = 0;
         for attempt in 1..=3u32 {
             let lease = store.lease("s", "w", now).unwrap().unwrap();
-            let retried = store.fail(&lease.lease_id, &lease.task_id, "diverged", now).unwrap();
+            let retried = store
+                .fail(&lease.lease_id, &lease.task_id, "diverged", now)
+                .unwrap();
             assert_eq!(retried, attempt < 3);
             let backoff = 10 << (attempt - 1);
             if retried {
-                assert_eq!(store.lease("s", "w", now + backoff - 1).unwrap(), None, "backing off");
+                assert_eq!(
+                    store.lease("s", "w", now + backoff - 1).unwrap(),
+                    None,
+                    "backing off"
+                );
             }
             now += backoff;
         }
@@ -596,18 +729,33 @@ mod tests {
         let path = dir.path().join("minima.db");
         let (done, leased) = {
             let mut store = Store::open(&path, policy()).unwrap();
-            let tasks: Vec<(String, String)> = (0..3).map(|i| (format!("{i:064x}"), "{}".into())).collect();
+            let tasks: Vec<(String, String)> =
+                (0..3).map(|i| (format!("{i:064x}"), "{}".into())).collect();
             store.add_sweep("s", "src", &tasks, 0).unwrap();
             let a = store.lease("s", "w", 0).unwrap().unwrap();
-            store.complete(&a.lease_id, &a.task_id, "{\"m\":1}", &[("f".into(), b"xyz".to_vec())], 1).unwrap();
+            store
+                .complete(
+                    &a.lease_id,
+                    &a.task_id,
+                    "{\"m\":1}",
+                    &[("f".into(), b"xyz".to_vec())],
+                    1,
+                )
+                .unwrap();
             let b = store.lease("s", "w", 2).unwrap().unwrap();
             (a.task_id, b)
         };
         let mut store = Store::open(&path, policy()).unwrap();
         assert_eq!(store.result(&done).unwrap().as_deref(), Some("{\"m\":1}"));
-        assert_eq!(store.artifacts(&done).unwrap(), vec![("f".to_string(), b"xyz".to_vec())]);
+        assert_eq!(
+            store.artifacts(&done).unwrap(),
+            vec![("f".to_string(), b"xyz".to_vec())]
+        );
         let progress = store.progress("s").unwrap();
-        assert_eq!((progress.finished, progress.leased, progress.pending), (1, 1, 1));
+        assert_eq!(
+            (progress.finished, progress.leased, progress.pending),
+            (1, 1, 1)
+        );
         // The lease taken before the restart expires on the new clock.
         assert_eq!(store.reap(1000).unwrap(), vec![leased.lease_id]);
     }
@@ -617,9 +765,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("other.db");
         let db = Connection::open(&path).unwrap();
-        db.execute_batch("CREATE TABLE accounts (id INTEGER);").unwrap();
+        db.execute_batch("CREATE TABLE accounts (id INTEGER);")
+            .unwrap();
         drop(db);
-        assert!(matches!(Store::open(&path, policy()), Err(StoreError::Foreign)));
+        assert!(matches!(
+            Store::open(&path, policy()),
+            Err(StoreError::Foreign)
+        ));
         let junk = dir.path().join("junk.db");
         let text = b"this is not a database, just some text that is long enough".to_vec();
         std::fs::write(&junk, &text).unwrap();

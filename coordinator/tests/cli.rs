@@ -132,11 +132,24 @@ fn missing_sweep_file_and_bad_flags_are_refused() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("no-such-sweep.yaml"), "{stderr}");
 
-    let output = coordinator(dir.path(), &["--sweep", "small", "--local-workers", "0"]);
+    let output = coordinator(
+        dir.path(),
+        &["--sweep", "small", "--threads-per-worker", "0"],
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8(output.stderr)
             .unwrap()
-            .contains("--local-workers")
+            .contains("--threads-per-worker")
     );
+
+    // Listening beyond loopback without a token is refused before anything starts.
+    let output = coordinator(dir.path(), &["--sweep", "small", "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("--listen") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results").exists());
 }

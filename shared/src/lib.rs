@@ -5,10 +5,12 @@
 //! - [`model`]: the three model families and their exact parameter counts.
 //! - [`metrics`]: what a finished task reports.
 //! - [`error`]: the errors of reading a sweep file.
+//! - [`proto`]: the generated gRPC code of the coordinator-worker contract.
 
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod proto;
 pub mod sweep;
 pub mod task;
 

@@ -12,7 +12,9 @@
 //! - [`run`]: one task from configuration to its output folder.
 //! - [`export`]: weights as PyTorch-loadable safetensors.
 //! - [`output`]: crash-safe file writes.
+//! - [`client`]: a worker joined to a coordinator over gRPC.
 
+pub mod client;
 pub mod data;
 pub mod export;
 pub mod hessian;

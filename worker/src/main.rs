@@ -1,5 +1,6 @@
-//! The `worker` command line: `worker run` trains one configuration on this
-//! machine, without a coordinator.
+//! The `worker` command line: `worker --coordinator URL` joins a coordinator
+//! and trains the tasks it leases; `worker run` trains one configuration on
+//! this machine, without a coordinator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use minima_shared::sweep::{DataFile, TrainFile};
 use minima_shared::{GridFile, SweepError, SweepFile, TaskSpec};
+use minima_worker::client::{ClientOptions, serve};
 use minima_worker::data::Dataset;
 use minima_worker::run::{run_task, write_task_folder};
 use minima_worker::with_compute_threads;
@@ -19,8 +21,27 @@ use minima_worker::with_compute_threads;
     about = "Trains and analyses sequence models for minima"
 )]
 struct Cli {
+    /// Join the coordinator at this URL (e.g. http://10.0.0.5:7421) and train
+    /// the tasks it leases.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Shared secret of the coordinator (or MINIMA_TOKEN).
+    #[arg(long, env = "MINIMA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name shown in the coordinator's logs and status (default: host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Threads for the CPU kernels of each task.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Exit when the coordinator's sweep is done instead of waiting for more.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -74,9 +95,22 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let result = match cli.command {
-        Command::Run(args) => run(args),
+    init_logging(&cli.log_format);
+    let result = match (cli.command, cli.coordinator) {
+        (Some(Command::Run(args)), None) => run(args),
+        (None, Some(url)) => join(ClientOptions {
+            url,
+            token: cli.token,
+            name: cli.name.unwrap_or_else(host_name),
+            threads: cli.threads.max(1),
+            exit_when_done: cli.exit_when_done,
+        }),
+        (Some(_), Some(_)) => Err(anyhow::anyhow!(
+            "--coordinator: not with `run`, which needs no coordinator"
+        )),
+        (None, None) => Err(anyhow::anyhow!(
+            "nothing to do: give --coordinator URL to join a coordinator, or `worker run --help`"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,13 +121,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+}
+
+/// Joins a coordinator until its sweep is done or the process is stopped.
+fn join(options: ClientOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(options))
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,0 +1,342 @@
+//! Running a sweep: persist it, serve leases over gRPC, start local worker
+//! processes, show progress, and aggregate when every task is done.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use minima_shared::Sweep;
+use minima_shared::proto::coordinator_server::CoordinatorServer;
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use crate::outputs;
+use crate::service::{CoordinatorService, State, now_ms};
+use crate::store::{Policy, Store, TaskStatus};
+
+/// How a sweep is run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Root of all sweeps' outputs; the sweep writes under `<out>/<name>`.
+    pub out: PathBuf,
+    /// The store; by default `<out>/minima.db`.
+    pub db: PathBuf,
+    /// Where workers reach the coordinator. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Worker processes started on this machine.
+    pub local_workers: usize,
+    /// CPU-kernel threads of each local worker.
+    pub threads_per_worker: usize,
+    /// Shared secret every worker must present.
+    pub token: Option<String>,
+    pub policy: Policy,
+    /// The `worker` executable for local workers.
+    pub worker_binary: PathBuf,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub finished: usize,
+    /// Tasks finished before this run started.
+    pub reused: usize,
+    pub failed: Vec<TaskStatus>,
+    pub dir: PathBuf,
+    pub figures: usize,
+}
+
+/// Opens the store of `options` and records the sweep in it.
+pub fn open_store(sweep: &Sweep, source: &str, options: &RunOptions) -> anyhow::Result<Store> {
+    if let Some(parent) = options.db.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut store = Store::open(&options.db, options.policy)
+        .with_context(|| format!("cannot open the store {}", options.db.display()))?;
+    let tasks: Vec<(String, String)> = sweep
+        .tasks
+        .iter()
+        .map(|t| Ok((t.id().to_string(), serde_json::to_string(t)?)))
+        .collect::<anyhow::Result<_>>()?;
+    store.add_sweep(&sweep.name, source, &tasks, now_ms())?;
+    Ok(store)
+}
+
+/// Rewrites task folders, `table.csv` and figures from the store.
+pub fn report(sweep: &Sweep, source: &str, options: &RunOptions) -> anyhow::Result<(usize, usize)> {
+    let store = open_store(sweep, source, options)?;
+    let dir = options.out.join(&sweep.name);
+    outputs::materialise(&store, sweep, &dir)?;
+    let results = outputs::stored_results(&store, sweep)?;
+    outputs::write_table(&dir, sweep, &results)?;
+    let figures = outputs::draw_figures(sweep, &dir, &results)?;
+    Ok((results.iter().flatten().count(), figures))
+}
+
+/// Runs every unfinished task of `sweep` and aggregates the results.
+pub async fn run_sweep(
+    sweep: &Sweep,
+    source: &str,
+    options: &RunOptions,
+) -> anyhow::Result<Summary> {
+    let dir = options.out.join(&sweep.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    minima_worker::output::write_atomic(&dir.join("sweep.yaml"), source.as_bytes())?;
+    let store = open_store(sweep, source, options)?;
+    outputs::materialise(&store, sweep, &dir)?;
+    let reused = store.progress(&sweep.name)?.finished;
+    let start = store.progress(&sweep.name)?;
+    let mut summary = Summary {
+        reused,
+        dir: dir.clone(),
+        ..Summary::default()
+    };
+    eprintln!(
+        "sweep {}: {} tasks, {} already finished, {} to run",
+        sweep.name,
+        start.total(),
+        reused,
+        start.pending + start.leased
+    );
+
+    let specs = sweep
+        .tasks
+        .iter()
+        .map(|t| (t.id().to_string(), t.clone()))
+        .collect();
+    let state = Arc::new(State::new(
+        store,
+        sweep.name.clone(),
+        specs,
+        dir.clone(),
+        options.token.clone(),
+    ));
+    if !start.is_done() {
+        serve_until_done(sweep, &state, options).await?;
+    }
+
+    let store = state.store();
+    let results = outputs::stored_results(&store, sweep)?;
+    outputs::write_table(&dir, sweep, &results)?;
+    summary.figures = outputs::draw_figures(sweep, &dir, &results)?;
+    summary.finished = results.iter().flatten().count();
+    summary.failed = store
+        .task_statuses(&sweep.name)?
+        .into_iter()
+        .filter(|t| t.state == "failed")
+        .collect();
+    Ok(summary)
+}
+
+/// Serves the sweep's tasks until none is pending or leased.
+async fn serve_until_done(
+    sweep: &Sweep,
+    state: &Arc<State>,
+    options: &RunOptions,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    info!(address = %address, "coordinator listening");
+    eprintln!("coordinator listening on {url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = CoordinatorServer::new(CoordinatorService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(256 * 1024 * 1024);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+
+    // The reaper runs on the coordinator's own clock, asked or not.
+    let reaper_state = state.clone();
+    let period = Duration::from_millis((options.policy.lease_timeout_ms / 4).max(50) as u64);
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            match reaper_state.store().reap(now_ms()) {
+                Ok(expired) if !expired.is_empty() => {
+                    warn!(leases = ?expired, "leases expired; tasks requeued")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "reaping failed"),
+            }
+        }
+    });
+
+    let mut workers = LocalWorkers::start(options, &url)?;
+    let progress = watch(sweep, state, &mut workers).await;
+
+    // Workers learn that the sweep is done from their next lease request,
+    // so the server stays up until they have gone.
+    workers.finish().await;
+    let _ = stop.send(());
+    reaper.abort();
+    let _ = server.await;
+    progress
+}
+
+/// Prints progress until the sweep is done, restarting local workers that die.
+async fn watch(
+    sweep: &Sweep,
+    state: &Arc<State>,
+    workers: &mut LocalWorkers,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let first = state.store().progress(&sweep.name)?;
+    let mut last_line = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let progress = state.store().progress(&sweep.name)?;
+        let done_now = progress.finished + progress.failed - first.finished - first.failed;
+        let remaining = progress.pending + progress.leased;
+        let eta = if done_now > 0 && remaining > 0 {
+            let per_task = started.elapsed().as_secs_f64() / done_now as f64;
+            format!(", about {:.0} s left", per_task * remaining as f64)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "[{}/{}] {} running, {} failed{eta}",
+            progress.finished,
+            progress.total(),
+            progress.leased,
+            progress.failed
+        );
+        if line != last_line {
+            if terminal {
+                eprint!("\r{line:<70}");
+            } else if line.split(',').next() != last_line.split(',').next() {
+                eprintln!("{line}");
+            }
+            last_line = line;
+        }
+        if progress.is_done() {
+            if terminal {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        workers.restart_dead().await?;
+    }
+}
+
+/// Worker processes this coordinator started.
+struct LocalWorkers {
+    command: Vec<String>,
+    binary: PathBuf,
+    children: Vec<Child>,
+    restarts: usize,
+}
+
+impl LocalWorkers {
+    fn start(options: &RunOptions, url: &str) -> anyhow::Result<LocalWorkers> {
+        if options.local_workers > 0 && !options.worker_binary.is_file() {
+            bail!(
+                "cannot start local workers: {} does not exist (build the worker binary, or use --local-workers 0 with remote workers)",
+                options.worker_binary.display()
+            );
+        }
+        let mut command = vec![
+            "--coordinator".to_string(),
+            url.to_string(),
+            "--exit-when-done".to_string(),
+            "--threads".to_string(),
+            options.threads_per_worker.to_string(),
+        ];
+        if let Some(token) = &options.token {
+            command.extend(["--token".to_string(), token.clone()]);
+        }
+        let mut workers = LocalWorkers {
+            command,
+            binary: options.worker_binary.clone(),
+            children: Vec::new(),
+            restarts: 0,
+        };
+        for k in 0..options.local_workers {
+            let child = workers.spawn(k)?;
+            workers.children.push(child);
+        }
+        Ok(workers)
+    }
+
+    fn spawn(&self, k: usize) -> anyhow::Result<Child> {
+        Command::new(&self.binary)
+            .args(&self.command)
+            .args(["--name", &format!("local-{k}")])
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))
+    }
+
+    /// A local worker that died (killed, out of memory) is replaced, up to
+    /// three times per worker; its lease expires and its task runs again.
+    async fn restart_dead(&mut self) -> anyhow::Result<()> {
+        for k in 0..self.children.len() {
+            if let Some(status) = self.children[k].try_wait()? {
+                if self.restarts >= 3 * self.children.len() {
+                    continue;
+                }
+                warn!(worker = k, status = %status, "local worker exited early; restarting it");
+                self.restarts += 1;
+                self.children[k] = self.spawn(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits a little for workers to exit by themselves, then stops them.
+    async fn finish(&mut self) {
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// The `worker` executable beside the running coordinator.
+pub fn sibling_worker_binary() -> PathBuf {
+    let name = if cfg!(windows) {
+        "worker.exe"
+    } else {
+        "worker"
+    };
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `<out>/minima.db` unless given.
+pub fn default_db(out: &Path) -> PathBuf {
+    out.join("minima.db")
+}
+
+/// Task states of a sweep by id, for the status display.
+pub fn statuses(store: &Store, sweep: &Sweep) -> anyhow::Result<HashMap<String, TaskStatus>> {
+    Ok(store
+        .task_statuses(&sweep.name)?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect())
+}
