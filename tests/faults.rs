@@ -1,0 +1,148 @@
+//! Failures between real coordinator and worker processes on loopback: a
+//! worker killed in the middle of training, and workers with a wrong token.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use minima_e2e::{binary, run};
+
+/// One task long enough (several seconds) to be killed in the middle.
+const SWEEP: &str = "
+name: faults
+task: sequence-classification
+data: {samples: 3000}
+train: {epochs: 30}
+analysis: {}
+grid:
+  - {arch: [lstm], layers: [1], hidden: [4]}
+";
+
+/// Starts a coordinator without local workers; returns it and its URL.
+fn coordinator(dir: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(binary("coordinator"))
+        .args([
+            "--sweep",
+            "faults.yaml",
+            "--local-workers",
+            "0",
+            "--lease-timeout-ms",
+            "1500",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("coordinator prints its address")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("coordinator listening on ") {
+            break url.to_string();
+        }
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn worker(dir: &Path, url: &str, extra: &[&str]) -> Child {
+    Command::new(binary("worker"))
+        .args(["--coordinator", url, "--exit-when-done"])
+        .args(extra)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts")
+}
+
+/// The task's line of `coordinator --status`.
+fn status(dir: &Path) -> String {
+    let output = run("coordinator", dir, &["--sweep", "faults.yaml", "--status"]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_worker_loses_its_lease_and_another_finishes_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("faults.yaml"), SWEEP).unwrap();
+    let (mut coordinator, url) = coordinator(dir.path(), &[]);
+
+    let mut first = worker(dir.path(), &url, &["--name", "first"]);
+    wait_for("the first worker's lease", Duration::from_secs(30), || {
+        status(dir.path()).contains(",leased,")
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = worker(dir.path(), &url, &["--name", "second"]);
+    let start = Instant::now();
+    let finished = loop {
+        if let Some(code) = coordinator.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "sweep did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = second.wait();
+    assert!(finished.success());
+
+    // Finished once, by the second worker, and the lost worker was not
+    // charged an attempt.
+    let line = status(dir.path());
+    let fields: Vec<&str> = line.split(',').collect();
+    assert_eq!(fields[3], "finished", "{line}");
+    assert_eq!(fields[4], "0", "attempts charged: {line}");
+    assert!(
+        fields[5].starts_with("W2-"),
+        "the second worker's lease finished it: {line}"
+    );
+    let table = std::fs::read_to_string(dir.path().join("results/faults/table.csv")).unwrap();
+    assert_eq!(table.lines().count(), 2, "{table}");
+}
+
+#[test]
+fn workers_without_the_right_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("faults.yaml"), SWEEP).unwrap();
+    let (mut coordinator, url) = coordinator(dir.path(), &["--token", "s3cret"]);
+    for token in [Some("wrong"), None] {
+        let mut command = Command::new(binary("worker"));
+        command
+            .args(["--coordinator", &url, "--exit-when-done"])
+            .env_remove("MINIMA_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{token:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("refused this worker"), "{stderr}");
+    }
+    assert!(
+        status(dir.path()).contains(",pending,"),
+        "nothing was leased"
+    );
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+}
