@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use minima_shared::Sweep;
 
-use crate::run::{RunOptions, default_db, report, run_sweep, sibling_worker_binary};
+use crate::run::{RunOptions, default_db, report, run_sweep};
 use crate::store::{Policy, Store};
 
 /// Sweeps built into the binary, runnable by name without their file.
@@ -84,7 +84,26 @@ struct Cli {
     log_format: String,
 }
 
+/// The hidden mode in which the coordinator binary runs one of its own local
+/// workers, so that `coordinator` alone is a complete installation.
+#[derive(Parser)]
+#[command(name = "coordinator worker-process", hide = true)]
+struct WorkerProcess {
+    #[arg(long)]
+    coordinator: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// First argument that selects [`WorkerProcess`] mode.
+pub const WORKER_PROCESS: &str = "worker-process";
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(WORKER_PROCESS) {
+        return worker_process();
+    }
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log_format) {
         eprintln!("error: {e:#}");
@@ -92,6 +111,29 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a local worker process: the same client as the `worker` binary.
+fn worker_process() -> ExitCode {
+    let args = WorkerProcess::parse_from(std::env::args().skip(1));
+    let _ = init_logging("text");
+    let options = minima_worker::client::ClientOptions {
+        url: args.coordinator,
+        token: std::env::var("MINIMA_TOKEN").ok().filter(|t| !t.is_empty()),
+        name: args.name,
+        threads: args.threads.max(1),
+        exit_when_done: true,
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(minima_worker::client::serve(options)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -153,7 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_attempts: cli.max_attempts,
             ..Policy::default()
         },
-        worker_binary: sibling_worker_binary(),
+        worker_binary: std::env::current_exe()
+            .context("cannot find the coordinator's own executable")?,
     };
     if cli.status {
         return print_status(&sweep, &options);

@@ -34,7 +34,8 @@ pub struct RunOptions {
     /// Shared secret every worker must present.
     pub token: Option<String>,
     pub policy: Policy,
-    /// The `worker` executable for local workers.
+    /// The executable of local workers: this coordinator binary, which runs
+    /// as a worker when its first argument is `worker-process`.
     pub worker_binary: PathBuf,
 }
 
@@ -240,6 +241,7 @@ async fn watch(
 /// Worker processes this coordinator started.
 struct LocalWorkers {
     command: Vec<String>,
+    token: Option<String>,
     binary: PathBuf,
     children: Vec<Child>,
     restarts: usize,
@@ -249,22 +251,20 @@ impl LocalWorkers {
     fn start(options: &RunOptions, url: &str) -> anyhow::Result<LocalWorkers> {
         if options.local_workers > 0 && !options.worker_binary.is_file() {
             bail!(
-                "cannot start local workers: {} does not exist (build the worker binary, or use --local-workers 0 with remote workers)",
+                "cannot start local workers: {} does not exist",
                 options.worker_binary.display()
             );
         }
-        let mut command = vec![
+        let command = vec![
+            crate::WORKER_PROCESS.to_string(),
             "--coordinator".to_string(),
             url.to_string(),
-            "--exit-when-done".to_string(),
             "--threads".to_string(),
             options.threads_per_worker.to_string(),
         ];
-        if let Some(token) = &options.token {
-            command.extend(["--token".to_string(), token.clone()]);
-        }
         let mut workers = LocalWorkers {
             command,
+            token: options.token.clone(),
             binary: options.worker_binary.clone(),
             children: Vec::new(),
             restarts: 0,
@@ -277,10 +277,18 @@ impl LocalWorkers {
     }
 
     fn spawn(&self, k: usize) -> anyhow::Result<Child> {
-        Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(&self.command)
             .args(["--name", &format!("local-{k}")])
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // The token travels in the environment, not on a command line that
+        // other users of the machine can read.
+        match &self.token {
+            Some(token) => command.env("MINIMA_TOKEN", token),
+            None => command.env_remove("MINIMA_TOKEN"),
+        };
+        command
             .spawn()
             .with_context(|| format!("cannot start {}", self.binary.display()))
     }
@@ -312,19 +320,6 @@ impl LocalWorkers {
             }
         }
     }
-}
-
-/// The `worker` executable beside the running coordinator.
-pub fn sibling_worker_binary() -> PathBuf {
-    let name = if cfg!(windows) {
-        "worker.exe"
-    } else {
-        "worker"
-    };
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// `<out>/minima.db` unless given.
