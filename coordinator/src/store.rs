@@ -124,6 +124,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS sweep_tasks (
     sweep TEXT NOT NULL, task_id TEXT NOT NULL, position INTEGER NOT NULL,
     PRIMARY KEY (sweep, task_id));
+-- Leasing walks a sweep in grid order: without this index every lease
+-- sorted the whole sweep (7 s per lease with 100,000 tasks and 20 workers).
+CREATE INDEX IF NOT EXISTS sweep_order ON sweep_tasks (sweep, position);
 CREATE TABLE IF NOT EXISTS leases (
     id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
