@@ -124,6 +124,7 @@ fn main() {
         )
     });
     let _ = coordinator.kill();
+    let _ = coordinator.wait();
     println!(
         "workers {workers}: {:.0} lease+heartbeat round trips/s, median {:.1} ms, p99 {:.1} ms",
         rate,
