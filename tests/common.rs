@@ -4,8 +4,9 @@
 //! executables (the coordinator and worker packages have integration tests
 //! of their own, which makes cargo build their binaries first).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Path of a workspace binary built by this `cargo test` run.
 pub fn binary(name: &str) -> PathBuf {
@@ -43,4 +44,29 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Starts `coordinator` in `dir` with `args` and returns it with the URL it
+/// prints once listening. Its stderr keeps being drained, so it never blocks
+/// on a full pipe; its stdout is discarded.
+pub fn start_coordinator(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(binary("coordinator"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("coordinator prints its address")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("coordinator listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }

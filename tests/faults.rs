@@ -1,12 +1,11 @@
 //! Failures between real coordinator and worker processes on loopback: a
 //! worker killed in the middle of training, and workers with a wrong token.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use minima_e2e::{binary, run};
+use minima_e2e::{binary, run, start_coordinator};
 
 /// One task long enough (several seconds) to be killed in the middle.
 const SWEEP: &str = "
@@ -21,34 +20,16 @@ grid:
 
 /// Starts a coordinator without local workers; returns it and its URL.
 fn coordinator(dir: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(binary("coordinator"))
-        .args([
-            "--sweep",
-            "faults.yaml",
-            "--local-workers",
-            "0",
-            "--lease-timeout-ms",
-            "1500",
-        ])
-        .args(extra)
-        .current_dir(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coordinator starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("coordinator prints its address")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("coordinator listening on ") {
-            break url.to_string();
-        }
-    };
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    let mut args = vec![
+        "--sweep",
+        "faults.yaml",
+        "--local-workers",
+        "0",
+        "--lease-timeout-ms",
+        "1500",
+    ];
+    args.extend_from_slice(extra);
+    start_coordinator(dir, &args)
 }
 
 fn worker(dir: &Path, url: &str, extra: &[&str]) -> Child {

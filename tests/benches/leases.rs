@@ -8,13 +8,11 @@
 //! own connection: register, then lease a task and renew it with one
 //! heartbeat, again and again. A round trip is one lease and one heartbeat.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use minima_e2e::binary;
+use minima_e2e::start_coordinator;
 use minima_shared::proto::coordinator_client::CoordinatorClient;
 use minima_shared::proto::{HeartbeatRequest, LeaseRequest, RegisterRequest};
 
@@ -36,31 +34,17 @@ fn main() {
         seeds.join(", ")
     );
     std::fs::write(dir.path().join("leases.yaml"), sweep).unwrap();
-    let mut coordinator = Command::new(binary("coordinator"))
-        .args([
+    let (mut coordinator, url) = start_coordinator(
+        dir.path(),
+        &[
             "--sweep",
             "leases.yaml",
             "--local-workers",
             "0",
             "--lease-timeout-ms",
             "600000",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coordinator starts");
-    let mut lines = BufReader::new(coordinator.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("coordinator prints its address")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("coordinator listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        ],
+    );
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let trips = Arc::new(AtomicU64::new(0));
