@@ -46,11 +46,7 @@ pub fn interpolate(
     line: &InterpolationSpec,
 ) -> Interpolation {
     let ctx = Ctx::flex(DType::F32);
-    let [low, high] = line.range;
-    let steps = (line.points - 1) as f64;
-    let alphas: Vec<f64> = (0..line.points)
-        .map(|i| low + (high - low) * i as f64 / steps)
-        .collect();
+    let alphas = axis(line.range, line.points);
     let mut result = Interpolation {
         alphas: alphas.clone(),
         train_loss: Vec::with_capacity(alphas.len()),
