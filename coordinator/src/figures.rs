@@ -18,6 +18,7 @@ use std::sync::Once;
 use anyhow::{Context, anyhow};
 use minima_shared::{Arch, TaskMetrics, TaskSpec};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontTransform;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -222,15 +223,25 @@ impl Figure for PerConfiguration {
                 .label(arch.display_name())
                 .legend(move |(x, y)| Circle::new((x, y), 5, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)
+        draw_legend(&mut chart, 16)
     }
 }
+
+/// The legend of a 2-D chart: boxed, on a translucent white background.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart2d<'a, DB>,
+    font_size: u32,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
+type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Loss along the interpolation line of several tasks (Figure 8).
 struct Interpolations {
@@ -290,13 +301,7 @@ impl Figure for Interpolations {
             }
         }
         if legend {
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err)?;
+            draw_legend(&mut chart, 14)?;
         }
         Ok(())
     }
@@ -487,13 +492,7 @@ impl Figure for SurfacePlot {
             .map_err(err)?
             .label("trained weights")
             .legend(|(x, y)| Cross::new((x, y), 6, RED.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart, 14)?;
         root.draw_text(
             &format!(
                 "contours of log10(loss), from {} to {}",
