@@ -89,8 +89,8 @@ pub async fn run_sweep(
     minima_worker::output::write_atomic(&dir.join("sweep.yaml"), source.as_bytes())?;
     let store = open_store(sweep, source, options)?;
     outputs::materialise(&store, sweep, &dir)?;
-    let reused = store.progress(&sweep.name)?.finished;
     let start = store.progress(&sweep.name)?;
+    let reused = start.finished;
     let mut summary = Summary {
         reused,
         dir: dir.clone(),
