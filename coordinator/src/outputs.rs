@@ -46,16 +46,20 @@ pub fn write_artifacts(dir: &Path, artifacts: &[(String, Vec<u8>)]) -> anyhow::R
 /// The metrics of every task of `sweep` that the store holds a result of,
 /// indexed like `sweep.tasks`.
 pub fn stored_results(store: &Store, sweep: &Sweep) -> anyhow::Result<Vec<Option<TaskMetrics>>> {
+    let mut stored = store.sweep_results(&sweep.name)?;
+    if stored.is_empty() {
+        return Ok(vec![None; sweep.tasks.len()]);
+    }
     sweep
         .tasks
         .iter()
         .map(|spec| {
-            let Some(json) = store.result(spec.id().as_str())? else {
+            let id = spec.id();
+            let Some(json) = stored.remove(id.as_str()) else {
                 return Ok(None);
             };
-            let metrics = serde_json::from_str(&json).with_context(|| {
-                format!("stored metrics of task {} do not parse", spec.id().short())
-            })?;
+            let metrics = serde_json::from_str(&json)
+                .with_context(|| format!("stored metrics of task {} do not parse", id.short()))?;
             Ok(Some(metrics))
         })
         .collect()
@@ -64,13 +68,21 @@ pub fn stored_results(store: &Store, sweep: &Sweep) -> anyhow::Result<Vec<Option
 /// Rewrites the folder of every finished task whose `metrics.json` is
 /// missing, from the store. Returns how many were written.
 pub fn materialise(store: &Store, sweep: &Sweep, dir: &Path) -> anyhow::Result<usize> {
+    let finished = store.sweep_results(&sweep.name)?;
+    if finished.is_empty() {
+        return Ok(0);
+    }
     let mut written = 0;
     for spec in &sweep.tasks {
+        let id = spec.id();
+        if !finished.contains_key(id.as_str()) {
+            continue;
+        }
         let task_dir = task_dir(dir, spec);
         if task_dir.join(METRICS_FILE).is_file() {
             continue;
         }
-        let artifacts = store.artifacts(spec.id().as_str())?;
+        let artifacts = store.artifacts(id.as_str())?;
         if !artifacts.is_empty() {
             write_artifacts(&task_dir, &artifacts)?;
             written += 1;

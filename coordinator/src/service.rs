@@ -1,5 +1,6 @@
 //! The gRPC service workers talk to: thin handlers that check the token,
-//! convert the request, call the store and map its errors to status codes.
+//! convert the request, hand the change to the store's writer and map its
+//! errors to status codes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,8 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::outputs;
-use crate::store::{Rejection, Store, StoreError};
+use crate::store::{Policy, Rejection, Store, StoreError};
+use crate::writer::Writer;
 
 /// Milliseconds since the Unix epoch: the store's clock.
 pub fn now_ms() -> i64 {
@@ -27,10 +29,11 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// What the handlers share. The store is behind a plain mutex: each call
-/// holds it for one short transaction.
+/// What the handlers share.
 pub struct State {
-    pub store: Mutex<Store>,
+    /// The store's writer thread: every change goes through it.
+    pub writer: Writer,
+    pub policy: Policy,
     /// The sweep whose tasks are leased.
     pub sweep: String,
     /// Specs of the sweep's tasks by id, to write finished task folders.
@@ -40,7 +43,19 @@ pub struct State {
     /// Required from every caller when set.
     pub token: Option<String>,
     pub heartbeat_interval_ms: u32,
+    /// The latest epoch reported by each running lease, for the progress
+    /// display. Kept in memory only: it is not a result.
+    pub epochs: Mutex<HashMap<String, EpochProgress>>,
     next_worker: AtomicU64,
+}
+
+/// Where a running task's training is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochProgress {
+    pub epoch: u32,
+    pub epochs: u32,
+    /// When it was reported, on [`now_ms`]'s clock.
+    pub at_ms: i64,
 }
 
 impl State {
@@ -50,25 +65,26 @@ impl State {
         specs: HashMap<String, TaskSpec>,
         dir: PathBuf,
         token: Option<String>,
+        heartbeat_interval_ms: u32,
     ) -> State {
-        let heartbeat_interval_ms = (store.policy().lease_timeout_ms / 3).max(1) as u32;
         State {
-            store: Mutex::new(store),
+            policy: store.policy(),
+            writer: Writer::start(store),
             sweep,
             specs,
             dir,
             token,
             heartbeat_interval_ms,
+            epochs: Mutex::new(HashMap::new()),
             next_worker: AtomicU64::new(1),
         }
     }
 
-    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back), so the store stays usable.
-        self.store
+    fn forget_epochs(&self, lease: &str) {
+        self.epochs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(lease);
     }
 }
 
@@ -83,6 +99,7 @@ fn status(error: StoreError) -> Status {
     match error {
         StoreError::Rejected(Rejection::UnknownLease(_)) => Status::not_found(error.to_string()),
         StoreError::Rejected(_) => Status::failed_precondition(error.to_string()),
+        StoreError::Unavailable(_) => Status::unavailable(error.to_string()),
         StoreError::Database(_) | StoreError::Foreign => Status::internal(error.to_string()),
     }
 }
@@ -135,12 +152,16 @@ impl Coordinator for CoordinatorService {
         } else {
             r.device
         };
-        self.state
-            .store()
-            .register_worker(&worker_id, &r.name, &device, now_ms())
-            .map_err(status)?;
+        {
+            let (id, name, device) = (worker_id.clone(), r.name.clone(), device.clone());
+            self.state
+                .writer
+                .call(move |s| s.register_worker(&id, &name, &device, now_ms()))
+                .await
+                .map_err(status)?;
+        }
         info!(worker_id = %worker_id, name = %r.name, device = %device, "worker registered");
-        let timeout = self.state.store().policy().lease_timeout_ms as u32;
+        let timeout = self.state.policy.lease_timeout_ms as u32;
         Ok(Response::new(RegisterResponse {
             worker_id,
             heartbeat_interval_ms: self.state.heartbeat_interval_ms,
@@ -154,14 +175,21 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<LeaseResponse>, Status> {
         self.authorise(&request)?;
         let r = request.into_inner();
-        let worker = required("worker_id", &r.worker_id)?;
-        let mut store = self.state.store();
-        let assignment = store
-            .lease(&self.state.sweep, worker, now_ms())
-            .map_err(status)?;
-        let done =
-            assignment.is_none() && store.progress(&self.state.sweep).map_err(status)?.is_done();
-        drop(store);
+        let worker = required("worker_id", &r.worker_id)?.to_string();
+        let sweep = self.state.sweep.clone();
+        let (assignment, done) = {
+            let worker = worker.clone();
+            self.state
+                .writer
+                .call(move |s| {
+                    let assignment = s.lease(&sweep, &worker, now_ms())?;
+                    let done = assignment.is_none() && !s.unfinished(&sweep)?;
+                    Ok((assignment, done))
+                })
+                .await
+                .map_err(status)?
+        };
+        let worker = worker.as_str();
         if let Some(a) = &assignment {
             info!(worker_id = worker, task_id = %&a.task_id[..12], lease_id = %a.lease_id, "task leased");
         }
@@ -183,12 +211,16 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.authorise(&request)?;
         let r = request.into_inner();
-        let worker = required("worker_id", &r.worker_id)?;
-        let lost = self
-            .state
-            .store()
-            .heartbeat(worker, &r.lease_ids, now_ms())
-            .map_err(status)?;
+        let worker = required("worker_id", &r.worker_id)?.to_string();
+        let lost = {
+            let (worker, leases) = (worker.clone(), r.lease_ids);
+            self.state
+                .writer
+                .call(move |s| s.heartbeat(&worker, &leases, now_ms()))
+                .await
+                .map_err(status)?
+        };
+        let worker = worker.as_str();
         if !lost.is_empty() {
             warn!(worker_id = worker, lost = ?lost, "heartbeat for leases no longer held");
         }
@@ -213,6 +245,20 @@ impl Coordinator for CoordinatorService {
             validation_loss = r.validation_loss,
             "epoch finished"
         );
+        if !r.lease_id.is_empty() {
+            self.state
+                .epochs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(
+                    r.lease_id.clone(),
+                    EpochProgress {
+                        epoch: r.epoch,
+                        epochs: r.epochs,
+                        at_ms: now_ms(),
+                    },
+                );
+        }
         Ok(Response::new(Ack {}))
     }
 
@@ -239,10 +285,18 @@ impl Coordinator for CoordinatorService {
             }
         }
         // Persisted before it is acknowledged; the folder is derived from it.
-        self.state
-            .store()
-            .complete(lease, task, &r.metrics_json, &artifacts, now_ms())
-            .map_err(status)?;
+        let artifacts = {
+            let (lease, task, metrics) = (lease.to_string(), task.to_string(), r.metrics_json);
+            self.state
+                .writer
+                .call(move |s| {
+                    s.complete(&lease, &task, &metrics, &artifacts, now_ms())
+                        .map(|()| artifacts)
+                })
+                .await
+                .map_err(status)?
+        };
+        self.state.forget_epochs(lease);
         info!(task_id = %&task[..12], lease_id = lease, test_loss = metrics.test_loss, "task finished");
         if let Some(spec) = self.state.specs.get(task) {
             let dir = outputs::task_dir(&self.state.dir, spec);
@@ -260,11 +314,15 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let lease = required("lease_id", &r.lease_id)?;
         let task = required("task_id", &r.task_id)?;
-        let retried = self
-            .state
-            .store()
-            .fail(lease, task, &r.reason, now_ms())
-            .map_err(status)?;
+        let retried = {
+            let (l, t, reason) = (lease.to_string(), task.to_string(), r.reason.clone());
+            self.state
+                .writer
+                .call(move |s| s.fail(&l, &t, &reason, now_ms()))
+                .await
+                .map_err(status)?
+        };
+        self.state.forget_epochs(lease);
         warn!(task_id = %&task[..12], lease_id = lease, reason = %r.reason, retried, "task failed");
         Ok(Response::new(Ack {}))
     }
@@ -274,10 +332,15 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let lease = required("lease_id", &r.lease_id)?;
         let task = required("task_id", &r.task_id)?;
-        self.state
-            .store()
-            .release(lease, task, now_ms())
-            .map_err(status)?;
+        {
+            let (l, t) = (lease.to_string(), task.to_string());
+            self.state
+                .writer
+                .call(move |s| s.release(&l, &t, now_ms()))
+                .await
+                .map_err(status)?;
+        }
+        self.state.forget_epochs(lease);
         info!(task_id = %&task[..12], lease_id = lease, "task released");
         Ok(Response::new(Ack {}))
     }

@@ -20,9 +20,10 @@
 //! task is never rewritten. `fail` charges an attempt and retries after an
 //! exponential backoff until `max_attempts`, then marks the task failed.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, params};
 
 /// Lease and retry settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +69,8 @@ pub enum StoreError {
     Rejected(#[from] Rejection),
     #[error("the file is a SQLite database of another program, not a minima store")]
     Foreign,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A task handed to a worker.
@@ -124,9 +127,13 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS sweep_tasks (
     sweep TEXT NOT NULL, task_id TEXT NOT NULL, position INTEGER NOT NULL,
     PRIMARY KEY (sweep, task_id));
--- Leasing walks a sweep in grid order: without this index every lease
--- sorted the whole sweep (7 s per lease with 100,000 tasks and 20 workers).
+-- Status displays list a sweep in grid order.
 CREATE INDEX IF NOT EXISTS sweep_order ON sweep_tasks (sweep, position);
+-- Leasing takes the oldest pending task. The rowid is this index's last
+-- column, so it walks pending tasks only, in the order they were added:
+-- walking the sweep in grid order instead skipped every leased and finished
+-- task first, which made each lease slower the further a sweep had come.
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
 CREATE TABLE IF NOT EXISTS leases (
     id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
@@ -135,6 +142,8 @@ CREATE TABLE IF NOT EXISTS leases (
     deadline_ms INTEGER NOT NULL,
     created_ms INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_lease ON leases (task_id) WHERE state = 'active';
+-- The reaper looks at active leases only.
+CREATE INDEX IF NOT EXISTS active_deadlines ON leases (deadline_ms) WHERE state = 'active';
 CREATE TABLE IF NOT EXISTS results (
     task_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, metrics_json TEXT NOT NULL,
     finished_ms INTEGER NOT NULL);
@@ -157,6 +166,32 @@ fn random_bits() -> u64 {
     hasher.finish()
 }
 
+/// One change in progress; rolled back if dropped before `commit`.
+enum Write<'a> {
+    Transaction(rusqlite::Transaction<'a>),
+    Savepoint(Savepoint<'a>),
+}
+
+impl Write<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Write::Transaction(tx) => tx.commit(),
+            Write::Savepoint(sp) => sp.commit(),
+        }
+    }
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Transaction(tx) => tx,
+            Write::Savepoint(sp) => sp,
+        }
+    }
+}
+
 /// The store, over one SQLite connection.
 pub struct Store {
     db: Connection,
@@ -169,6 +204,29 @@ impl Store {
     pub fn open(path: &Path, policy: Policy) -> Result<Store, StoreError> {
         let db = Connection::open(path)?;
         Store::init(db, policy)
+    }
+
+    /// Opens an existing store to read it beside the connection that writes
+    /// (WAL lets readers and one writer work at once). Creates nothing.
+    pub fn reader(path: &Path) -> Result<Store, StoreError> {
+        let db = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let format: Option<String> = db
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .unwrap_or(None);
+        if format.as_deref() != Some(FORMAT) {
+            return Err(StoreError::Foreign);
+        }
+        Ok(Store {
+            db,
+            policy: Policy::default(),
+        })
     }
 
     /// A store in memory, for tests.
@@ -209,6 +267,44 @@ impl Store {
         self.policy
     }
 
+    /// Starts one change: its own immediate transaction, or a savepoint when
+    /// it runs inside a [`batch`](Store::batch), so that a refused change
+    /// rolls back alone and the others of the batch still commit.
+    fn write(&mut self) -> Result<Write<'_>, StoreError> {
+        Ok(if self.db.is_autocommit() {
+            Write::Transaction(
+                self.db
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+            )
+        } else {
+            Write::Savepoint(self.db.savepoint()?)
+        })
+    }
+
+    /// Runs `changes` in one transaction and commits them together: one
+    /// write to disk (fsync) for the whole batch instead of one per change.
+    /// Returns what `changes` returned and whether the commit succeeded; the
+    /// caller must acknowledge nothing of the batch unless it did. When the
+    /// transaction cannot begin (another process holds the write lock past
+    /// the busy timeout) each change runs in its own transaction instead.
+    pub fn batch<R>(
+        &mut self,
+        changes: impl FnOnce(&mut Store) -> R,
+    ) -> (R, Result<(), StoreError>) {
+        let grouped = self.db.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let out = changes(self);
+        if !grouped {
+            return (out, Ok(()));
+        }
+        match self.db.execute_batch("COMMIT") {
+            Ok(()) => (out, Ok(())),
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                (out, Err(e.into()))
+            }
+        }
+    }
+
     /// Records a sweep and its tasks (in grid order). Tasks already known,
     /// from this or another sweep, keep their state and results.
     pub fn add_sweep(
@@ -218,9 +314,7 @@ impl Store {
         tasks: &[(String, String)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         tx.execute(
             "INSERT INTO sweeps (name, source, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET source = ?2, updated_ms = ?3",
@@ -228,14 +322,14 @@ impl Store {
         )?;
         tx.execute("DELETE FROM sweep_tasks WHERE sweep = ?1", params![name])?;
         for (position, (id, spec_json)) in tasks.iter().enumerate() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO tasks (id, spec_json, state) VALUES (?1, ?2, 'pending')",
-                params![id, spec_json],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![id, spec_json])?;
+            tx.prepare_cached(
                 "INSERT INTO sweep_tasks (sweep, task_id, position) VALUES (?1, ?2, ?3)",
-                params![name, id, position as i64],
-            )?;
+            )?
+            .execute(params![name, id, position as i64])?;
         }
         tx.commit()?;
         Ok(())
@@ -265,18 +359,17 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<Assignment>, StoreError> {
         let timeout = self.policy.lease_timeout_ms;
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let task: Option<(String, String, u32)> = tx
-            .query_row(
-                "SELECT t.id, t.spec_json, t.leases FROM tasks t
-                 JOIN sweep_tasks s ON s.task_id = t.id
-                 WHERE s.sweep = ?1 AND t.state = 'pending' AND t.not_before_ms <= ?2
-                 ORDER BY s.position LIMIT 1",
-                params![sweep, now_ms],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached(
+                "SELECT t.id, t.spec_json, t.leases FROM tasks t INDEXED BY tasks_by_state
+                 WHERE t.state = 'pending' AND t.not_before_ms <= ?2
+                   AND EXISTS (SELECT 1 FROM sweep_tasks s WHERE s.sweep = ?1 AND s.task_id = t.id)
+                 ORDER BY t.rowid LIMIT 1",
+            )?
+            .query_row(params![sweep, now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         let Some((task_id, spec_json, leases)) = task else {
             return Ok(None);
@@ -319,16 +412,15 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
         let timeout = self.policy.lease_timeout_ms;
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let mut lost = Vec::new();
         for lease in leases {
-            let renewed = tx.execute(
-                "UPDATE leases SET deadline_ms = ?3
-                 WHERE id = ?1 AND worker_id = ?2 AND state = 'active' AND deadline_ms >= ?4",
-                params![lease, worker, now_ms + timeout, now_ms],
-            )?;
+            let renewed = tx
+                .prepare_cached(
+                    "UPDATE leases SET deadline_ms = ?3
+                     WHERE id = ?1 AND worker_id = ?2 AND state = 'active' AND deadline_ms >= ?4",
+                )?
+                .execute(params![lease, worker, now_ms + timeout, now_ms])?;
             if renewed == 0 {
                 lost.push(lease.clone());
             }
@@ -344,9 +436,7 @@ impl Store {
     /// Expires every active lease past its deadline and returns its task to
     /// the queue, uncharged. Returns the expired lease ids.
     pub fn reap(&mut self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         let expired: Vec<(String, String)> = {
             let mut stmt = tx.prepare(
                 "SELECT id, task_id FROM leases WHERE state = 'active' AND deadline_ms < ?1",
@@ -370,7 +460,7 @@ impl Store {
 
     /// The active lease `lease` of `task`, or why a report from it is refused.
     fn check_active(
-        tx: &rusqlite::Transaction,
+        tx: &Connection,
         lease: &str,
         task: &str,
         now_ms: i64,
@@ -416,9 +506,7 @@ impl Store {
         artifacts: &[(String, Vec<u8>)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         Store::check_active(&tx, lease, task, now_ms)?;
         tx.execute(
             "INSERT INTO results (task_id, lease_id, metrics_json, finished_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -453,9 +541,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let policy = self.policy;
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         Store::check_active(&tx, lease, task, now_ms)?;
         let attempts: u32 = tx.query_row(
             "SELECT attempts FROM tasks WHERE id = ?1",
@@ -479,9 +565,7 @@ impl Store {
 
     /// Gives `task` back without charging it (a worker shutting down).
     pub fn release(&mut self, lease: &str, task: &str, now_ms: i64) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write()?;
         Store::check_active(&tx, lease, task, now_ms)?;
         tx.execute(
             "UPDATE leases SET state = 'released' WHERE id = ?1",
@@ -517,6 +601,23 @@ impl Store {
         Ok(progress)
     }
 
+    /// Whether `sweep` still has a task pending or leased. Cheap: it stops at
+    /// the first such task (idle workers ask this at the end of a sweep).
+    pub fn unfinished(&self, sweep: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT 1 FROM tasks t INDEXED BY tasks_by_state
+                 WHERE t.state IN ('pending', 'leased')
+                   AND EXISTS (SELECT 1 FROM sweep_tasks s WHERE s.sweep = ?1 AND s.task_id = t.id)
+                 LIMIT 1",
+                params![sweep],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Every task of `sweep` in grid order, with state, charged attempts, the
     /// worker of its latest lease and its last error.
     pub fn task_statuses(&self, sweep: &str) -> Result<Vec<TaskStatus>, StoreError> {
@@ -539,22 +640,31 @@ impl Store {
     }
 
     /// The stored metrics JSON of a finished task.
+    #[cfg(test)]
     pub fn result(&self, task: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .db
-            .query_row(
-                "SELECT metrics_json FROM results WHERE task_id = ?1",
-                params![task],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT metrics_json FROM results WHERE task_id = ?1")?
+            .query_row(params![task], |r| r.get(0))
             .optional()?)
+    }
+
+    /// The stored metrics of every finished task of `sweep`, by task id, in
+    /// one query: reading them one task at a time cost a query per task.
+    pub fn sweep_results(&self, sweep: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT r.task_id, r.metrics_json FROM sweep_tasks s
+             JOIN results r ON r.task_id = s.task_id WHERE s.sweep = ?1",
+        )?;
+        let rows = stmt.query_map(params![sweep], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The stored files of a finished task.
     pub fn artifacts(&self, task: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut stmt = self
-            .db
-            .prepare("SELECT name, content FROM artifacts WHERE task_id = ?1 ORDER BY name")?;
+        let mut stmt = self.db.prepare_cached(
+            "SELECT name, content FROM artifacts WHERE task_id = ?1 ORDER BY name",
+        )?;
         let rows = stmt.query_map(params![task], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
