@@ -9,9 +9,12 @@ mod figures;
 mod outputs;
 mod run;
 mod service;
+mod settings;
 mod store;
 mod table;
+mod writer;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +24,8 @@ use clap::Parser;
 use minima_shared::Sweep;
 
 use crate::run::{RunOptions, default_db, report, run_sweep};
-use crate::store::{Policy, Store};
+use crate::settings::{Flags, Settings};
+use crate::store::Store;
 
 /// Sweeps built into the binary, runnable by name without their file.
 const BUILTIN_SWEEPS: [(&str, &str); 3] = [
@@ -53,35 +57,79 @@ struct Cli {
     /// Print every task's state, attempts, worker and last error from the store.
     #[arg(long, conflicts_with_all = ["dry_run", "report"])]
     status: bool,
-    /// Folder under which the sweep's results are written.
-    #[arg(long, default_value = "results")]
-    out: PathBuf,
-    /// The store (SQLite); default <out>/minima.db.
+    /// Settings file (YAML) read before the environment and these flags
+    /// (or MINIMA_CONFIG).
+    #[arg(long, env = "MINIMA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder under which the sweep's results are written [default: results].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The store (SQLite) [default: <out>/minima.db].
     #[arg(long)]
     db: Option<PathBuf>,
-    /// Worker processes started on this machine (default: one per core; 0
-    /// to rely on remote workers).
+    /// Worker processes started on this machine [default: one per core; 0
+    /// to rely on remote workers].
     #[arg(long)]
     local_workers: Option<usize>,
-    /// CPU-kernel threads per local worker.
-    #[arg(long, default_value_t = 1)]
-    threads_per_worker: usize,
+    /// CPU-kernel threads per local worker [default: 1].
+    #[arg(long)]
+    threads_per_worker: Option<usize>,
     /// Address workers connect to; port 0 picks a free one. Anything but
-    /// loopback requires --token.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: std::net::SocketAddr,
-    /// Shared secret workers must present (or MINIMA_TOKEN).
-    #[arg(long, env = "MINIMA_TOKEN", hide_env_values = true)]
+    /// loopback requires a token [default: 127.0.0.1:0].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Shared secret workers must present (better: MINIMA_TOKEN, which other
+    /// users cannot read from the process list).
+    #[arg(long)]
     token: Option<String>,
-    /// A lease not renewed for this long expires and its task runs again.
-    #[arg(long, default_value_t = 15_000)]
-    lease_timeout_ms: i64,
-    /// Attempts before a task that fails by itself is marked failed.
-    #[arg(long, default_value_t = 3)]
-    max_attempts: u32,
-    /// Log format on stderr: text or json.
-    #[arg(long, default_value = "text")]
-    log_format: String,
+    /// A lease not renewed for this long expires and its task runs again
+    /// [default: 15000].
+    #[arg(long)]
+    lease_timeout_ms: Option<i64>,
+    /// How often workers renew their leases [default: a third of the lease
+    /// timeout].
+    #[arg(long)]
+    heartbeat_interval_ms: Option<i64>,
+    /// Attempts before a task that fails by itself is marked failed
+    /// [default: 3].
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Wait before retrying a failed task, doubled per attempt [default: 1000].
+    #[arg(long)]
+    backoff_ms: Option<i64>,
+    /// Longest wait before a retry [default: 60000].
+    #[arg(long)]
+    max_backoff_ms: Option<i64>,
+    /// Log format on stderr: text or json [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Serve TLS with this certificate (PEM); needs --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+}
+
+impl Cli {
+    fn flags(&self) -> Flags {
+        Flags {
+            listen: self.listen.clone(),
+            out: self.out.clone(),
+            db: self.db.clone(),
+            local_workers: self.local_workers,
+            threads_per_worker: self.threads_per_worker,
+            token: self.token.clone(),
+            lease_timeout_ms: self.lease_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            max_backoff_ms: self.max_backoff_ms,
+            log_format: self.log_format.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
 }
 
 /// The hidden mode in which the coordinator binary runs one of its own local
@@ -95,6 +143,8 @@ struct WorkerProcess {
     name: String,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 /// First argument that selects [`WorkerProcess`] mode.
@@ -105,11 +155,19 @@ fn main() -> ExitCode {
         return worker_process();
     }
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log_format) {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let settings = match Settings::load(cli.config.as_deref(), &env, &cli.flags()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&settings.log_format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
-    match run(cli) {
+    match run(cli, settings) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -125,6 +183,7 @@ fn worker_process() -> ExitCode {
     let options = minima_worker::client::ClientOptions {
         url: args.coordinator,
         token: std::env::var("MINIMA_TOKEN").ok().filter(|t| !t.is_empty()),
+        tls_ca: args.tls_ca,
         name: args.name,
         threads: args.threads.max(1),
         exit_when_done: true,
@@ -155,45 +214,29 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
     let (sweep, source) = load_sweep(&cli.sweep)?;
     if cli.dry_run {
         print_plan(&sweep)?;
         return Ok(ExitCode::SUCCESS);
     }
-
-    let workers = cli
-        .local_workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if cli.threads_per_worker == 0 {
-        bail!("--threads-per-worker: must be at least 1");
-    }
-    if cli.lease_timeout_ms < 100 {
-        bail!(
-            "--lease-timeout-ms: {} is too short (at least 100)",
-            cli.lease_timeout_ms
-        );
-    }
-    if cli.max_attempts == 0 {
-        bail!("--max-attempts: must be at least 1");
-    }
-    if !cli.listen.ip().is_loopback() && cli.token.as_deref().is_none_or(str::is_empty) {
-        bail!(
-            "--listen: {} is not a loopback address; set --token (or MINIMA_TOKEN) so only your workers can join",
-            cli.listen
-        );
-    }
     let options = RunOptions {
-        db: cli.db.clone().unwrap_or_else(|| default_db(&cli.out)),
-        out: cli.out,
-        listen: cli.listen,
-        local_workers: workers,
-        threads_per_worker: cli.threads_per_worker,
-        token: cli.token,
-        policy: Policy {
-            lease_timeout_ms: cli.lease_timeout_ms,
-            max_attempts: cli.max_attempts,
-            ..Policy::default()
+        db: settings
+            .db
+            .clone()
+            .unwrap_or_else(|| default_db(&settings.out)),
+        out: settings.out.clone(),
+        listen: settings.listen,
+        local_workers: settings
+            .local_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads_per_worker: settings.threads_per_worker,
+        token: settings.token.clone(),
+        policy: settings.policy(),
+        heartbeat_interval_ms: settings.heartbeat_interval_ms(),
+        tls: match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
         },
         worker_binary: std::env::current_exe()
             .context("cannot find the coordinator's own executable")?,
@@ -246,7 +289,7 @@ fn print_status(sweep: &Sweep, options: &RunOptions) -> anyhow::Result<ExitCode>
             options.db.display()
         );
     }
-    let store = Store::open(&options.db, options.policy)
+    let store = Store::reader(&options.db)
         .with_context(|| format!("cannot open the store {}", options.db.display()))?;
     let statuses = run::statuses(&store, sweep)?;
     let progress = store.progress(&sweep.name)?;

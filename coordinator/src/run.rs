@@ -15,8 +15,8 @@ use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use crate::outputs;
-use crate::service::{CoordinatorService, State, now_ms};
-use crate::store::{Policy, Store, TaskStatus};
+use crate::service::{CoordinatorService, EpochProgress, State, now_ms};
+use crate::store::{Policy, Progress, Store, TaskStatus};
 
 /// How a sweep is run.
 #[derive(Debug, Clone)]
@@ -34,6 +34,10 @@ pub struct RunOptions {
     /// Shared secret every worker must present.
     pub token: Option<String>,
     pub policy: Policy,
+    /// How often workers renew their leases.
+    pub heartbeat_interval_ms: i64,
+    /// Certificate and key files (PEM) when serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The executable of local workers: this coordinator binary, which runs
     /// as a worker when its first argument is `worker-process`.
     pub worker_binary: PathBuf,
@@ -115,12 +119,13 @@ pub async fn run_sweep(
         specs,
         dir.clone(),
         options.token.clone(),
+        options.heartbeat_interval_ms as u32,
     ));
     if !start.is_done() {
         serve_until_done(sweep, &state, options).await?;
     }
 
-    let store = state.store();
+    let store = reader(options)?;
     let results = outputs::stored_results(&store, sweep)?;
     outputs::write_table(&dir, sweep, &results)?;
     summary.figures = outputs::draw_figures(sweep, &dir, &results)?;
@@ -143,7 +148,12 @@ async fn serve_until_done(
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let address = listener.local_addr()?;
-    let url = format!("http://{address}");
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{address}");
     info!(address = %address, "coordinator listening");
     eprintln!("coordinator listening on {url}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -151,16 +161,22 @@ async fn serve_until_done(
         state: state.clone(),
     })
     .max_decoding_message_size(256 * 1024 * 1024);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("TLS: the certificate or key is not usable")?;
+    }
+    let server = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // The reaper runs on the coordinator's own clock, asked or not.
     let reaper_state = state.clone();
@@ -169,7 +185,7 @@ async fn serve_until_done(
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            match reaper_state.store().reap(now_ms()) {
+            match reaper_state.writer.call(|s| s.reap(now_ms())).await {
                 Ok(expired) if !expired.is_empty() => {
                     warn!(leases = ?expired, "leases expired; tasks requeued")
                 }
@@ -179,51 +195,56 @@ async fn serve_until_done(
         }
     });
 
-    let mut workers = LocalWorkers::start(options, &url)?;
-    let progress = watch(sweep, state, &mut workers).await;
+    // Local workers reach a coordinator that listens on every interface
+    // through loopback.
+    let local = if address.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        format!("{scheme}://{}", SocketAddr::new(loopback, address.port()))
+    } else {
+        url.clone()
+    };
+    let mut workers = LocalWorkers::start(options, &local)?;
+    let progress = watch(sweep, state, options, &mut workers).await;
 
     // Workers learn that the sweep is done from their next lease request,
-    // so the server stays up until they have gone.
+    // so the server stays up until the local ones have gone, and a little
+    // longer for remote ones, which ask every `retry_after_ms` (500 ms).
+    let linger = tokio::time::sleep(Duration::from_millis(1200));
     workers.finish().await;
+    linger.await;
     let _ = stop.send(());
     reaper.abort();
     let _ = server.await;
     progress
 }
 
-/// Prints progress until the sweep is done, restarting local workers that die.
+/// Prints progress until the sweep is done, restarting local workers that
+/// die. It reads the store through a connection of its own, so counting a
+/// large sweep never holds up the writer.
 async fn watch(
     sweep: &Sweep,
     state: &Arc<State>,
+    options: &RunOptions,
     workers: &mut LocalWorkers,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let first = state.store().progress(&sweep.name)?;
+    let store = reader(options)?;
+    let first = store.progress(&sweep.name)?;
     let mut last_line = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let progress = state.store().progress(&sweep.name)?;
-        let done_now = progress.finished + progress.failed - first.finished - first.failed;
-        let remaining = progress.pending + progress.leased;
-        let eta = if done_now > 0 && remaining > 0 {
-            let per_task = started.elapsed().as_secs_f64() / done_now as f64;
-            format!(", about {:.0} s left", per_task * remaining as f64)
-        } else {
-            String::new()
-        };
-        let line = format!(
-            "[{}/{}] {} running, {} failed{eta}",
-            progress.finished,
-            progress.total(),
-            progress.leased,
-            progress.failed
-        );
+        let progress = store.progress(&sweep.name)?;
+        let line = progress_line(&progress, &first, started.elapsed(), &running_epochs(state));
         if line != last_line {
             if terminal {
-                eprint!("\r{line:<70}");
-            } else if line.split(',').next() != last_line.split(',').next() {
+                eprint!("\r{line:<100}");
+            } else if line.split(' ').next() != last_line.split(' ').next() {
                 eprintln!("{line}");
             }
             last_line = line;
@@ -236,6 +257,66 @@ async fn watch(
         }
         workers.restart_dead().await?;
     }
+}
+
+/// Opens a reading connection to the run's store.
+fn reader(options: &RunOptions) -> anyhow::Result<Store> {
+    Store::reader(&options.db)
+        .with_context(|| format!("cannot open the store {}", options.db.display()))
+}
+
+/// Epoch progress of the running tasks, most advanced first, leaving out
+/// reports older than a lease timeout (their lease has ended).
+fn running_epochs(state: &State) -> Vec<EpochProgress> {
+    let now = now_ms();
+    let mut epochs: Vec<EpochProgress> = state
+        .epochs
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .values()
+        .filter(|p| now - p.at_ms <= state.policy.lease_timeout_ms)
+        .copied()
+        .collect();
+    epochs.sort_by(|a, b| {
+        let fraction = |p: &EpochProgress| f64::from(p.epoch) / f64::from(p.epochs.max(1));
+        fraction(b).total_cmp(&fraction(a))
+    });
+    epochs
+}
+
+/// The one-line progress display: tasks done, running (with the epochs of
+/// up to four), failed, and an estimate of the time left.
+pub fn progress_line(
+    now: &Progress,
+    first: &Progress,
+    elapsed: Duration,
+    epochs: &[EpochProgress],
+) -> String {
+    let done_now = (now.finished + now.failed).saturating_sub(first.finished + first.failed);
+    let remaining = now.pending + now.leased;
+    let eta = if done_now > 0 && remaining > 0 {
+        let per_task = elapsed.as_secs_f64() / done_now as f64;
+        format!(", about {:.0} s left", per_task * remaining as f64)
+    } else {
+        String::new()
+    };
+    let shown: Vec<String> = epochs
+        .iter()
+        .take(4)
+        .map(|p| format!("{}/{}", p.epoch, p.epochs))
+        .collect();
+    let epochs = if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" (epochs {})", shown.join(" "))
+    };
+    format!(
+        "[{}/{}] {} running{epochs}, {} failed{eta}",
+        now.finished,
+        now.total(),
+        now.leased,
+        now.failed
+    )
 }
 
 /// Worker processes this coordinator started.
@@ -255,13 +336,17 @@ impl LocalWorkers {
                 options.worker_binary.display()
             );
         }
-        let command = vec![
+        let mut command = vec![
             crate::WORKER_PROCESS.to_string(),
             "--coordinator".to_string(),
             url.to_string(),
             "--threads".to_string(),
             options.threads_per_worker.to_string(),
         ];
+        // Local workers trust the coordinator's own certificate.
+        if let Some((cert, _)) = &options.tls {
+            command.extend(["--tls-ca".to_string(), cert.display().to_string()]);
+        }
         let mut workers = LocalWorkers {
             command,
             token: options.token.clone(),

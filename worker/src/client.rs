@@ -30,6 +30,8 @@ use crate::run::{run_task, write_task_folder};
 pub struct ClientOptions {
     pub url: String,
     pub token: Option<String>,
+    /// Certificate (PEM) to trust for an `https://` coordinator.
+    pub tls_ca: Option<std::path::PathBuf>,
     pub name: String,
     /// CPU-kernel threads for training.
     pub threads: usize,
@@ -72,14 +74,29 @@ async fn connect(options: &ClientOptions) -> anyhow::Result<Session> {
         ),
         None => None,
     };
+    let mut endpoint = Channel::from_shared(options.url.clone())
+        .map_err(|e| anyhow!("--coordinator: {e}"))?
+        .connect_timeout(Duration::from_secs(5));
+    if options.url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &options.tls_ca {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--tls-ca: cannot read {}", path.display()))?;
+                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            None => tls.with_webpki_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("--tls-ca: not a usable certificate")?;
+    } else if options.tls_ca.is_some() {
+        anyhow::bail!("--tls-ca: the coordinator URL must start with https:// to use TLS");
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let channel = Channel::from_shared(options.url.clone())
-                .map_err(|e| anyhow!("--coordinator: {e}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await?;
+            let channel = endpoint.connect().await?;
             let mut client = CoordinatorClient::with_interceptor(channel, Auth(auth.clone()))
                 .max_encoding_message_size(256 * 1024 * 1024);
             let reply = client
@@ -194,7 +211,7 @@ async fn run_assignment(
         Ok(spec) => spec,
         Err(e) => {
             let reason = format!("task configuration does not parse: {e}");
-            report_failure(session, &a, &reason).await;
+            report_failure(session, options, &a, &reason).await?;
             return Ok(Outcome::Done);
         }
     };
@@ -281,16 +298,62 @@ async fn run_assignment(
                 metrics_json,
                 artifacts,
             };
-            match session.client.complete(request).await {
-                Ok(_) => info!(task_id = %short, "result accepted"),
-                Err(status) => warn!(task_id = %short, error = %status, "result refused"),
+            let delivered = deliver(session, options, "result", |mut client| {
+                let request = request.clone();
+                async move { client.complete(request).await.map(|_| ()) }
+            })
+            .await?;
+            if delivered {
+                info!(task_id = %short, "result accepted");
             }
         }
-        Ok(Ok(Err(e))) => report_failure(session, &a, &format!("{e:#}")).await,
-        Ok(Err(panic)) => report_failure(session, &a, &panic_message(panic)).await,
-        Err(join) => report_failure(session, &a, &format!("training thread: {join}")).await,
+        Ok(Ok(Err(e))) => report_failure(session, options, &a, &format!("{e:#}")).await?,
+        Ok(Err(panic)) => report_failure(session, options, &a, &panic_message(panic)).await?,
+        Err(join) => {
+            report_failure(session, options, &a, &format!("training thread: {join}")).await?
+        }
     }
     Ok(Outcome::Done)
+}
+
+/// Whether a failed call may succeed if sent again: the coordinator was
+/// unreachable or went away mid-call, as opposed to refusing the report.
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
+}
+
+/// Sends a report until the coordinator answers it, reconnecting (and
+/// waiting with backoff) while it is unreachable, so a result finished
+/// while the coordinator restarts is not thrown away. Returns whether it
+/// was accepted; a refusal (an expired lease, say) is logged and final.
+async fn deliver<F, Fut>(
+    session: &mut Session,
+    options: &ClientOptions,
+    what: &str,
+    call: F,
+) -> anyhow::Result<bool>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    for _ in 0..20 {
+        match call(session.client.clone()).await {
+            Ok(()) => return Ok(true),
+            Err(status) if transient(status.code()) => {
+                warn!(error = %status, "{what} not delivered; reconnecting to send it again");
+                *session = connect(options).await?;
+            }
+            Err(status) => {
+                warn!(error = %status, "{what} refused");
+                return Ok(false);
+            }
+        }
+    }
+    warn!("{what} not delivered after 20 tries; giving up on it");
+    Ok(false)
 }
 
 /// Runs the task and returns its metrics and the files of its folder.
@@ -330,16 +393,24 @@ fn train_and_collect(
     Ok((serde_json::to_string(&report.metrics)?, artifacts))
 }
 
-async fn report_failure(session: &mut Session, a: &Assignment, reason: &str) {
+async fn report_failure(
+    session: &mut Session,
+    options: &ClientOptions,
+    a: &Assignment,
+    reason: &str,
+) -> anyhow::Result<()> {
     warn!(task_id = %&a.task_id[..a.task_id.len().min(12)], reason, "task failed");
     let request = FailRequest {
         lease_id: a.lease_id.clone(),
         task_id: a.task_id.clone(),
         reason: reason.to_string(),
     };
-    if let Err(e) = session.client.fail(request).await {
-        warn!(error = %e, "failure report refused");
-    }
+    deliver(session, options, "failure report", |mut client| {
+        let request = request.clone();
+        async move { client.fail(request).await.map(|_| ()) }
+    })
+    .await?;
+    Ok(())
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {

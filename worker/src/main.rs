@@ -28,6 +28,11 @@ struct Cli {
     /// Shared secret of the coordinator (or MINIMA_TOKEN).
     #[arg(long, env = "MINIMA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust this certificate (PEM) for an https:// coordinator: its own
+    /// self-signed certificate or the CA that signed it (or MINIMA_TLS_CA).
+    /// Without it, https uses the public web roots.
+    #[arg(long, env = "MINIMA_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Name shown in the coordinator's logs and status (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         (None, Some(url)) => join(ClientOptions {
             url,
             token: cli.token,
+            tls_ca: cli.tls_ca,
             name: cli.name.unwrap_or_else(host_name),
             threads: cli.threads.max(1),
             exit_when_done: cli.exit_when_done,
