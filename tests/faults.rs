@@ -127,3 +127,102 @@ fn workers_without_the_right_token_are_refused() {
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
 }
+
+/// Several quick tasks, so the coordinator can be killed between them.
+const RESTART_SWEEP: &str = "
+name: restart
+task: sequence-classification
+data: {samples: 1500}
+train: {epochs: 6}
+analysis: {}
+grid:
+  - {arch: [lstm, gru], layers: [1], hidden: [4, 6, 8]}
+";
+
+/// A loopback port free now, so a restarted coordinator can take it again.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Per task of the store, in grid order: (state, number of leases ever
+/// taken, number of results). Read beside a running coordinator (WAL).
+fn store_rows(db: &Path) -> Vec<(String, i64, i64)> {
+    if !db.is_file() {
+        return Vec::new();
+    }
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT t.state, t.leases, (SELECT count(*) FROM results r WHERE r.task_id = t.id)
+             FROM tasks t ORDER BY t.rowid",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_coordinator_killed_mid_sweep_restarts_on_its_store_and_runs_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("restart.yaml"), RESTART_SWEEP).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--sweep",
+        "restart.yaml",
+        "--local-workers",
+        "0",
+        "--lease-timeout-ms",
+        "3000",
+        "--listen",
+        listen.as_str(),
+    ];
+    let (mut coordinator, url) = start_coordinator(dir.path(), &args);
+    let mut worker = worker(dir.path(), &url, &["--name", "survivor"]);
+    let db = dir.path().join("results/minima.db");
+    let finished = |rows: &[(String, i64, i64)]| rows.iter().filter(|r| r.0 == "finished").count();
+    wait_for("a first finished task", Duration::from_secs(120), || {
+        finished(&store_rows(&db)) >= 1
+    });
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let before = store_rows(&db);
+    let done_before: Vec<usize> = (0..before.len())
+        .filter(|&i| before[i].0 == "finished")
+        .collect();
+    assert!(done_before.len() < before.len(), "killed before the end");
+
+    // The worker keeps retrying; the new coordinator takes the same port.
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut coordinator, _) = start_coordinator(dir.path(), &args);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(code) = coordinator.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "sweep did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(code.success(), "restarted coordinator exit {code:?}");
+    let _ = worker.wait();
+
+    let after = store_rows(&db);
+    assert_eq!(after.len(), 6);
+    for (i, (state, leases, results)) in after.iter().enumerate() {
+        assert_eq!(state, "finished", "task {i}: {after:?}");
+        assert_eq!(*results, 1, "task {i} has one result");
+        if done_before.contains(&i) {
+            assert_eq!(*leases, 1, "task {i} finished before the kill ran again");
+        }
+    }
+    let table = std::fs::read_to_string(dir.path().join("results/restart/table.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 6, "{table}");
+}
