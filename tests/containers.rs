@@ -4,8 +4,9 @@
 //! network, and the sweep must survive a worker container killed and the
 //! coordinator container killed and started again.
 //!
-//! Needs a Docker engine and `docker-compose`. Without them the test says so
-//! and passes, except under `CI=true`, where their absence is a failure.
+//! Needs a Docker engine and Compose (`docker-compose` or `docker
+//! compose`). Without them the test says so and passes, except under
+//! `CI=true`, where their absence is a failure.
 
 use minima_e2e::binary;
 use std::path::{Path, PathBuf};
@@ -33,15 +34,25 @@ fn ok(output: &Output) -> bool {
     output.status.success()
 }
 
-/// Whether a Docker engine and docker-compose answer.
-fn docker_available() -> bool {
+/// The compose command here: `docker-compose`, or the `docker compose`
+/// plugin; none when neither (or no Docker engine) answers.
+fn compose_command() -> Option<Vec<&'static str>> {
     let answers = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
             .output()
             .is_ok_and(|o| ok(&o))
     };
-    answers("docker", &["info"]) && answers("docker-compose", &["version"])
+    if !answers("docker", &["info"]) {
+        return None;
+    }
+    if answers("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else if answers("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else {
+        None
+    }
 }
 
 fn text(output: &Output) -> String {
@@ -61,6 +72,7 @@ fn docker(args: &[&str]) -> Output {
 
 /// One compose project, taken down with its volumes and images on drop.
 struct Stack {
+    compose: Vec<&'static str>,
     project: String,
     tag: String,
     env: Vec<(String, String)>,
@@ -69,7 +81,8 @@ struct Stack {
 impl Stack {
     fn compose(&self, args: &[&str]) -> Output {
         let file = root().join("deploy/compose/compose.yaml");
-        let output = Command::new("docker-compose")
+        let output = Command::new(self.compose[0])
+            .args(&self.compose[1..])
             .arg("-f")
             .arg(&file)
             .args(["-p", &self.project])
@@ -94,7 +107,8 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let file = root().join("deploy/compose/compose.yaml");
-        let _ = Command::new("docker-compose")
+        let _ = Command::new(self.compose[0])
+            .args(&self.compose[1..])
             .arg("-f")
             .arg(&file)
             .args(["-p", &self.project, "down", "-v", "--timeout", "1"])
@@ -166,6 +180,7 @@ fn start_stack(name: &str, sweep: &str) -> (Stack, tempfile::TempDir, tempfile::
         String::from_utf8(out).unwrap().trim().to_string()
     };
     let stack = Stack {
+        compose: compose_command().expect("a compose command"),
         project: format!("minima{name}{}", std::process::id()),
         tag: tag.clone(),
         env: vec![
@@ -185,14 +200,14 @@ fn start_stack(name: &str, sweep: &str) -> (Stack, tempfile::TempDir, tempfile::
 
 /// Skips (outside CI) when no Docker engine is at hand.
 fn docker_or_skip() -> bool {
-    if docker_available() {
+    if compose_command().is_some() {
         return true;
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but no Docker engine or docker-compose answers"
+        "CI=true but no Docker engine with Compose answers"
     );
-    eprintln!("skipped: no Docker engine or docker-compose here");
+    eprintln!("skipped: no Docker engine with Compose here");
     false
 }
 
