@@ -88,10 +88,12 @@ pub async fn run_sweep(
     source: &str,
     options: &RunOptions,
 ) -> anyhow::Result<Summary> {
+    // The store first: a foreign or broken one stops the run before any
+    // output folder is made.
+    let store = open_store(sweep, source, options)?;
     let dir = options.out.join(&sweep.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     minima_worker::output::write_atomic(&dir.join("sweep.yaml"), source.as_bytes())?;
-    let store = open_store(sweep, source, options)?;
     outputs::materialise(&store, sweep, &dir)?;
     let start = store.progress(&sweep.name)?;
     let reused = start.finished;

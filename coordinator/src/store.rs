@@ -236,8 +236,8 @@ impl Store {
     }
 
     fn init(db: Connection, policy: Policy) -> Result<Store, StoreError> {
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
+        // The format is checked before anything is set: switching a foreign
+        // database to WAL would already rewrite its header.
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let tables: i64 = db.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
@@ -255,6 +255,8 @@ impl Store {
                 return Err(StoreError::Foreign);
             }
         }
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA)?;
         db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?1)",

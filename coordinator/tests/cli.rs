@@ -153,3 +153,47 @@ fn missing_sweep_file_and_bad_flags_are_refused() {
     );
     assert!(!dir.path().join("results").exists());
 }
+
+#[test]
+fn a_foreign_or_truncated_store_and_a_bad_settings_file_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    let db = rusqlite::Connection::open(&foreign).unwrap();
+    db.execute_batch("CREATE TABLE accounts (id INTEGER); INSERT INTO accounts VALUES (7);")
+        .unwrap();
+    drop(db);
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"SQLite format 3\0 and then the file was cut short").unwrap();
+
+    for path in [&foreign, &junk] {
+        let before = std::fs::read(path).unwrap();
+        let db = path.display().to_string();
+        for mode in [
+            &["--report"][..],
+            &["--status"][..],
+            &["--local-workers", "0"][..],
+        ] {
+            let mut args = vec!["--sweep", "small", "--db", db.as_str()];
+            args.extend_from_slice(mode);
+            let output = coordinator(dir.path(), &args);
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert_eq!(output.status.code(), Some(2), "{mode:?} on {db}: {stderr}");
+            assert!(stderr.contains(&db), "{mode:?}: {stderr}");
+            assert!(
+                std::fs::read(path).unwrap() == before,
+                "{mode:?} changed {db}"
+            );
+        }
+    }
+
+    let settings = dir.path().join("settings.yaml");
+    std::fs::write(&settings, "lease_timeout_ms: 9000\nmax_atempts: 5\n").unwrap();
+    let output = coordinator(
+        dir.path(),
+        &["--sweep", "small", "--config", settings.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("max_atempts"), "{stderr}");
+    assert!(!dir.path().join("results").exists());
+}
