@@ -100,6 +100,20 @@ fn a_killed_worker_loses_its_lease_and_another_finishes_the_task() {
     );
     let table = std::fs::read_to_string(dir.path().join("results/faults/table.csv")).unwrap();
     assert_eq!(table.lines().count(), 2, "{table}");
+    assert_eq!(table, table_without_faults(dir.path(), "faults.yaml"));
+}
+
+/// The table of the same sweep run again without faults, by local workers,
+/// in a folder of its own.
+fn table_without_faults(dir: &Path, sweep: &str) -> String {
+    let output = run(
+        "coordinator",
+        dir,
+        &["--sweep", sweep, "--out", "clean", "--local-workers", "2"],
+    );
+    minima_e2e::assert_success(&output);
+    let name = sweep.trim_end_matches(".yaml");
+    std::fs::read_to_string(dir.join("clean").join(name).join("table.csv")).unwrap()
 }
 
 #[test]
@@ -225,4 +239,5 @@ fn a_coordinator_killed_mid_sweep_restarts_on_its_store_and_runs_nothing_twice()
     }
     let table = std::fs::read_to_string(dir.path().join("results/restart/table.csv")).unwrap();
     assert_eq!(table.lines().count(), 1 + 6, "{table}");
+    assert_eq!(table, table_without_faults(dir.path(), "restart.yaml"));
 }
