@@ -5,10 +5,11 @@
 //!     cargo bench -p minima-worker --bench kernels -- [--configs quick|all] [--repeats 5]
 //!
 //! Columns: the median time of a training step (batch 10, dropout on, AdamW,
-//! clipping), of a gradient over 500 samples (f32), of one loss evaluation
-//! over 500 samples (a surface point), of a gradient in f64 and of a
-//! Hessian-vector product (two f64 gradients) over 500 samples, each in
-//! milliseconds, single-threaded.
+//! clipping; burn), and over 500 samples with the native models of a
+//! gradient (f32), of one loss evaluation (f32, a surface point), of a
+//! gradient in f64 and of a Hessian-vector product (two f64 gradients);
+//! then burn's f32 gradient and loss evaluation over 500 samples for
+//! comparison. Milliseconds, single-threaded.
 
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ use minima_worker::hessian::spectrum::Operator;
 use minima_worker::hessian::{FiniteDifferenceHessian, Gradient, LossFunction};
 use minima_worker::loss::batch_loss;
 use minima_worker::model::{Ctx, Layout, Network};
+use minima_worker::native::Evaluator;
 use minima_worker::optim::AdamW;
 use minima_worker::rng::Rng;
 use minima_worker::train::train_step;
@@ -104,7 +106,8 @@ fn main() {
 
     minima_worker::with_compute_threads(1, || {
         println!(
-            "model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,hvp500_ms"
+            "model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,\
+             hvp500_ms,grad500_burn_ms,point500_burn_ms"
         );
         for model in configs(all) {
             let kind = TaskKind::SequenceClassification;
@@ -136,16 +139,16 @@ fn main() {
                 );
             });
 
-            let grad = median_seconds(repeats, 3, || {
+            // burn's f32 gradient: the path of training.
+            let grad_burn = median_seconds(repeats, 3, || {
                 let net = Network::new(&model, &train_ctx, &theta, true);
                 let x = train_ctx.tensor(xs.clone(), [500, 5, 1]);
                 let y = train_ctx.tensor(ys.clone(), [500, 1]);
                 let loss = batch_loss(kind, net.forward(x, None), y);
                 std::hint::black_box(net.flat_gradient(&loss.backward()));
             });
-
             let eval_ctx = Ctx::flex(DType::F32);
-            let point = median_seconds(repeats, 5, || {
+            let point_burn = median_seconds(repeats, 5, || {
                 let net = Network::new(&model, &eval_ctx, &theta, false);
                 let x = eval_ctx.tensor(xs.clone(), [500, 5, 1]);
                 let y = eval_ctx.tensor(ys.clone(), [500, 1]);
@@ -154,11 +157,20 @@ fn main() {
                 );
             });
 
+            // The native models: the paths of every analysis.
             let split = Split {
                 inputs: xs.clone(),
                 targets: ys.clone(),
                 length: 5,
             };
+            let mut native32 = Evaluator::<f32>::new(&model, kind);
+            let mut grad32 = vec![0.0f32; theta.len()];
+            let grad = median_seconds(repeats, 3, || {
+                std::hint::black_box(native32.loss_and_gradient(&theta, &split, &mut grad32));
+            });
+            let point = median_seconds(repeats, 5, || {
+                std::hint::black_box(native32.evaluate(&theta, &split));
+            });
             let mut function = LossFunction::new(&model, kind, split);
             let theta64: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
             let grad64 = median_seconds(repeats, 3, || {
@@ -172,7 +184,7 @@ fn main() {
 
             let heads = model.heads.map_or("NA".to_string(), |h| h.to_string());
             println!(
-                "{},{},{heads},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
+                "{},{},{heads},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
                 model.arch.display_name(),
                 model.layers,
                 model.hidden,
@@ -181,7 +193,9 @@ fn main() {
                 grad * 1e3,
                 point * 1e3,
                 grad64 * 1e3,
-                hvp * 1e3
+                hvp * 1e3,
+                grad_burn * 1e3,
+                point_burn * 1e3,
             );
         }
     });

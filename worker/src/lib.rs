@@ -5,6 +5,8 @@
 //! - [`model`]: LSTM, GRU and Transformer as functions of a flat parameter
 //!   vector laid out like PyTorch's `state_dict`.
 //! - [`loss`]: the study's losses and whole-split evaluation.
+//! - [`native`]: the models' outputs, losses and gradients in hand-written
+//!   CPU code, for the analyses' large batches.
 //! - [`optim`]: AdamW and global gradient-norm clipping as PyTorch does them.
 //! - [`train`]: the training protocol.
 //! - [`hessian`]: Hessian eigenvalues, trace and spectral density.
@@ -21,6 +23,7 @@ pub mod hessian;
 pub mod landscape;
 pub mod loss;
 pub mod model;
+pub mod native;
 pub mod optim;
 pub mod output;
 pub mod rng;

@@ -24,13 +24,11 @@ pub mod spectrum;
 
 pub use analysis::{analyse, write_hessian};
 
-use burn::tensor::DType;
 use minima_shared::{ModelSpec, TaskKind};
 use serde::Serialize;
 
 use crate::data::Split;
-use crate::loss::{EVAL_CHUNK, batch_loss};
-use crate::model::{Ctx, Network};
+use crate::native::Evaluator;
 use linalg::norm;
 use spectrum::Operator;
 
@@ -42,13 +40,11 @@ pub trait Gradient {
 }
 
 /// The mean training loss of a model over a fixed set of sequences, in f64
-/// and evaluation mode (no dropout).
+/// and evaluation mode (no dropout), evaluated by the native models
+/// ([`crate::native`]).
 pub struct LossFunction {
-    spec: ModelSpec,
-    kind: TaskKind,
     data: Split,
-    grad_ctx: Ctx,
-    eval_ctx: Ctx,
+    native: Evaluator<f64>,
     /// Gradients evaluated so far, for reports and benchmarks.
     pub gradient_count: usize,
 }
@@ -56,75 +52,29 @@ pub struct LossFunction {
 impl LossFunction {
     pub fn new(spec: &ModelSpec, kind: TaskKind, data: Split) -> LossFunction {
         LossFunction {
-            spec: *spec,
-            kind,
             data,
-            grad_ctx: Ctx::flex_autodiff(DType::F64),
-            eval_ctx: Ctx::flex(DType::F64),
+            native: Evaluator::new(spec, kind),
             gradient_count: 0,
         }
     }
 
     /// Mean loss at `theta`.
-    pub fn loss(&self, theta: &[f64]) -> f64 {
-        let net = Network::new(&self.spec, &self.eval_ctx, theta, false);
-        self.chunks()
-            .map(|(start, count)| {
-                let (x, y) = self.chunk(&self.eval_ctx, start, count);
-                batch_loss(self.kind, net.forward(x, None), y).into_scalar::<f64>() * count as f64
-            })
-            .sum::<f64>()
-            / self.data.len() as f64
-    }
-
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let n = self.data.len();
-        (0..n)
-            .step_by(EVAL_CHUNK)
-            .map(move |start| (start, EVAL_CHUNK.min(n - start)))
-    }
-
-    fn chunk(
-        &self,
-        ctx: &Ctx,
-        start: usize,
-        count: usize,
-    ) -> (burn::tensor::Tensor<3>, burn::tensor::Tensor<2>) {
-        let len = self.data.length;
-        let x: Vec<f64> = self.data.inputs[start * len..(start + count) * len]
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect();
-        let y: Vec<f64> = self.data.targets[start..start + count]
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect();
-        (ctx.tensor(x, [count, len, 1]), ctx.tensor(y, [count, 1]))
+    pub fn loss(&mut self, theta: &[f64]) -> f64 {
+        self.native.evaluate(theta, &self.data).loss
     }
 }
 
 impl Gradient for LossFunction {
     fn dim(&self) -> usize {
-        self.spec.param_count()
+        self.native.dim()
     }
 
-    /// The gradient of the mean loss: chunk gradients weighted by chunk size.
+    /// The gradient of the mean loss.
     fn gradient(&mut self, theta: &[f64]) -> Vec<f64> {
         self.gradient_count += 1;
-        let n = self.data.len() as f64;
-        let mut total = vec![0.0; theta.len()];
-        for (start, count) in self.chunks().collect::<Vec<_>>() {
-            let net = Network::new(&self.spec, &self.grad_ctx, theta, true);
-            let (x, y) = self.chunk(&self.grad_ctx, start, count);
-            let loss = batch_loss(self.kind, net.forward(x, None), y);
-            let grad = net.flat_gradient(&loss.backward());
-            let weight = count as f64 / n;
-            total
-                .iter_mut()
-                .zip(grad)
-                .for_each(|(t, g)| *t += weight * g);
-        }
-        total
+        let mut grad = vec![0.0; theta.len()];
+        self.native.loss_and_gradient(theta, &self.data, &mut grad);
+        grad
     }
 }
 

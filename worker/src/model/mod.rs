@@ -11,7 +11,7 @@ pub mod layout;
 mod recurrent;
 mod transformer;
 
-pub(crate) use transformer::positional_encoding;
+pub(crate) use transformer::{positional_encoding, positional_encoding_values};
 
 use burn::tensor::{DType, Device, Element, Gradients, Tensor, TensorData};
 use minima_shared::{Arch, ModelSpec};

@@ -83,6 +83,11 @@ pub(super) fn forward(
 /// # Shapes
 /// - output: `[length, d]`
 pub(crate) fn positional_encoding(ctx: &Ctx, length: usize, d: usize) -> Tensor<2> {
+    ctx.tensor(positional_encoding_values(length, d), [length, d])
+}
+
+/// The values of [`positional_encoding`], row-major `[length, d]`.
+pub(crate) fn positional_encoding_values(length: usize, d: usize) -> Vec<f32> {
     let mut pe = vec![0.0f32; length * d];
     let scale = -(10000.0f64.ln() / d as f64) as f32;
     for pos in 0..length {
@@ -94,5 +99,5 @@ pub(crate) fn positional_encoding(ctx: &Ctx, length: usize, d: usize) -> Tensor<
             }
         }
     }
-    ctx.tensor(pe, [length, d])
+    pe
 }

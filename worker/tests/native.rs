@@ -1,0 +1,205 @@
+//! The native models against two independent references: PyTorch's own
+//! modules and autograd (fixtures made by `python/make_fixtures.py`), and
+//! burn's autodiff on the burn models of `minima_worker::model`.
+
+use burn::tensor::DType;
+use minima_shared::task::DataSpec;
+use minima_shared::{Arch, ModelSpec, TaskKind};
+use minima_worker::data::{Dataset, Split};
+use minima_worker::loss::{batch_loss, chunk, evaluate};
+use minima_worker::model::{Ctx, Layout, Network};
+use minima_worker::native::{CHUNK, Evaluator};
+use minima_worker::rng::Rng;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    arch: String,
+    layers: usize,
+    hidden: usize,
+    heads: Option<usize>,
+    task: String,
+    theta: Vec<f64>,
+    x: Vec<Vec<f64>>,
+    y: Vec<f64>,
+    outputs: Vec<f64>,
+    loss: f64,
+    grad: Vec<f64>,
+}
+
+fn relative_error(ours: &[f64], theirs: &[f64]) -> f64 {
+    assert_eq!(ours.len(), theirs.len());
+    let diff: f64 = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = theirs.iter().map(|b| b * b).sum::<f64>().sqrt();
+    diff / norm.max(1e-300)
+}
+
+/// In float64 the native outputs, loss and gradient agree with PyTorch's to
+/// 1e-7 relative: the positional encoding is computed in f32 on both sides
+/// and its sines may differ by one f32 ulp (about 1e-8 on Transformer
+/// outputs); recurrent models agree to about 1e-15. A wrong gate order,
+/// transpose or scale is off by more than 1e-2.
+#[test]
+fn native_outputs_losses_and_gradients_equal_pytorch_in_f64() {
+    let cases: Vec<Reference> =
+        serde_json::from_str(include_str!("fixtures/torch_reference.json")).unwrap();
+    for case in cases {
+        let spec = ModelSpec {
+            arch: Arch::parse(&case.arch).unwrap(),
+            layers: case.layers,
+            hidden: case.hidden,
+            heads: case.heads,
+        };
+        let kind = TaskKind::parse(&case.task).unwrap();
+        let label = format!("{} {}", spec.label(), kind);
+        let inputs = case.x.concat();
+        let length = case.x[0].len();
+        let mut native = Evaluator::<f64>::new(&spec, kind);
+        let outputs = native.outputs(&case.theta, &inputs, length);
+        let mut grad = vec![0.0; case.theta.len()];
+        let loss = native.loss_and_gradient_of(&case.theta, &inputs, &case.y, length, &mut grad);
+
+        let out_err = relative_error(&outputs, &case.outputs);
+        let grad_err = relative_error(&grad, &case.grad);
+        let loss_err = ((loss - case.loss) / case.loss).abs();
+        eprintln!("{label}: outputs {out_err:e}, loss {loss_err:e}, gradient {grad_err:e}");
+        assert!(out_err < 1e-7, "{label}: outputs off by {out_err:e}");
+        assert!(loss_err < 1e-7, "{label}: loss {loss} vs {}", case.loss);
+        assert!(grad_err < 1e-7, "{label}: gradient off by {grad_err:e}");
+        if spec.arch != Arch::Transformer {
+            assert!(out_err < 1e-13 && grad_err < 1e-13, "{label}");
+        }
+    }
+}
+
+/// Models of every family with several layers, heads and sizes, at
+/// parameters moved off their initial values.
+fn models() -> Vec<ModelSpec> {
+    let spec = |arch, layers, hidden, heads| ModelSpec {
+        arch,
+        layers,
+        hidden,
+        heads,
+    };
+    vec![
+        spec(Arch::Lstm, 1, 8, None),
+        spec(Arch::Lstm, 3, 16, None),
+        spec(Arch::Gru, 1, 8, None),
+        spec(Arch::Gru, 3, 16, None),
+        spec(Arch::Transformer, 1, 8, Some(1)),
+        spec(Arch::Transformer, 2, 16, Some(4)),
+        spec(Arch::Transformer, 3, 8, Some(2)),
+    ]
+}
+
+fn perturbed(spec: &ModelSpec, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::stream(seed, "test");
+    Layout::for_model(spec)
+        .initialise(seed)
+        .iter()
+        .map(|&t| f64::from(t) + 0.2 * rng.normal())
+        .collect()
+}
+
+/// The data of a task, with a training split longer than one chunk and not
+/// a multiple of it. Inputs are scaled into (-2, 2) so that no layer
+/// saturates and every parameter's gradient is exercised.
+fn data(kind: TaskKind) -> Split {
+    let spec = DataSpec {
+        samples: 800,
+        scale: 0.002,
+        ..DataSpec::default()
+    };
+    let train = Dataset::generate(kind, &spec).train;
+    let n = CHUNK + CHUNK / 3;
+    assert!(train.len() >= n);
+    train.head(n)
+}
+
+/// burn's f64 loss and gradient of the mean loss over `split`.
+fn burn_loss_and_gradient(
+    spec: &ModelSpec,
+    kind: TaskKind,
+    theta: &[f64],
+    split: &Split,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let ctx = Ctx::flex_autodiff(DType::F64);
+    let net = Network::new(spec, &ctx, theta, true);
+    let (x, y) = chunk(&ctx, split, 0, split.len());
+    let outputs = net.forward(x, None);
+    let out: Vec<f64> = outputs.clone().into_data().iter::<f64>().collect();
+    let loss = batch_loss(kind, outputs, y);
+    let grad = net.flat_gradient(&loss.backward());
+    (loss.into_scalar::<f64>(), grad, out)
+}
+
+/// In f64 the native passes equal burn's autodiff on the same models and
+/// data to 1e-11 relative (both compute in f64; the native `exp` is within
+/// 2 ulps of libm's), across chunk boundaries.
+#[test]
+fn native_gradients_equal_burn_autodiff_in_f64() {
+    for kind in [TaskKind::SequenceClassification, TaskKind::SequenceLearning] {
+        let split = data(kind);
+        for (k, spec) in models().iter().enumerate() {
+            let label = format!("{} {kind}", spec.label());
+            let theta = perturbed(spec, k as u64);
+            let (loss, grad, out) = burn_loss_and_gradient(spec, kind, &theta, &split);
+
+            let mut native = Evaluator::<f64>::new(spec, kind);
+            let ours_out = native.outputs(&theta, &split.inputs, split.length);
+            let mut ours_grad = vec![f64::NAN; theta.len()];
+            let ours_loss = native.loss_and_gradient(&theta, &split, &mut ours_grad);
+
+            let out_err = relative_error(&ours_out, &out);
+            let grad_err = relative_error(&ours_grad, &grad);
+            let loss_err = ((ours_loss - loss) / loss).abs();
+            eprintln!("{label}: outputs {out_err:e}, loss {loss_err:e}, gradient {grad_err:e}");
+            assert!(out_err < 1e-11, "{label}: outputs off by {out_err:e}");
+            assert!(loss_err < 1e-11, "{label}: loss {ours_loss} vs {loss}");
+            assert!(grad_err < 1e-11, "{label}: gradient off by {grad_err:e}");
+
+            // A second call reuses the buffers and gives the same numbers.
+            let mut again = vec![0.0; theta.len()];
+            assert_eq!(
+                native.loss_and_gradient(&theta, &split, &mut again),
+                ours_loss
+            );
+            assert_eq!(again, ours_grad, "{label}: second call differs");
+        }
+    }
+}
+
+/// In f32 the native evaluation (loss and accuracy) equals burn's f32
+/// evaluation to 1e-5 relative: both round every operation to f32, in a
+/// different order.
+#[test]
+fn native_f32_evaluation_equals_burn() {
+    let ctx = Ctx::flex(DType::F32);
+    for kind in [TaskKind::SequenceClassification, TaskKind::SequenceLearning] {
+        let split = data(kind);
+        for (k, spec) in models().iter().enumerate() {
+            let theta: Vec<f32> = perturbed(spec, 10 + k as u64)
+                .iter()
+                .map(|&t| t as f32)
+                .collect();
+            let net = Network::new(spec, &ctx, &theta, false);
+            let theirs = evaluate(&net, kind, &split);
+            let ours = Evaluator::<f32>::new(spec, kind).evaluate(&theta, &split);
+            let label = format!("{} {kind}", spec.label());
+            let err = ((ours.loss - theirs.loss) / theirs.loss).abs();
+            assert!(err < 1e-5, "{label}: loss {} vs {}", ours.loss, theirs.loss);
+            if let (Some(a), Some(b)) = (ours.accuracy, theirs.accuracy) {
+                // A logit within rounding of 0 may fall either side.
+                assert!(
+                    (a - b).abs() <= 2.0 / split.len() as f64,
+                    "{label}: accuracy {a} vs {b}"
+                );
+            }
+        }
+    }
+}
