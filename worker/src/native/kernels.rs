@@ -339,26 +339,41 @@ simd! {
         }
     }
 
-    /// One LSTM step on `n` units (hidden units times sequences). `gates`
-    /// holds the four blocks i, f, g, o of `n` pre-activations each, which
-    /// come out activated; the cell `c = f c_prev + i g`, `tc = tanh c` and
-    /// `h = o tanh c` are written. Blocks, not rows, so that every loop runs
-    /// over long contiguous spans of full vectors.
-    pub fn lstm_cell<T: Real>(gates: &mut [T], c_prev: &[T], c: &mut [T], tc: &mut [T], h: &mut [T]) {
+    /// One LSTM step on `d` units of `batch` sequences each. `gates` holds
+    /// the four blocks i, f, g, o (`[d, batch]` each) of the projections
+    /// without `bias` (`[4d]`), and comes out as the activated gates; the
+    /// cell `c = f c_prev + i g`, `tc = tanh c` and `h = o tanh c` are
+    /// written. Blocks, not rows, so that every loop runs over long
+    /// contiguous spans of full vectors.
+    pub fn lstm_cell<T: Real>(
+        gates: &mut [T],
+        bias: &[T],
+        c_prev: &[T],
+        c: &mut [T],
+        tc: &mut [T],
+        h: &mut [T],
+    ) {
         let n = c.len();
+        let d = bias.len() / 4;
+        let batch = n / d;
         let (i, rest) = gates.split_at_mut(n);
         let (f, rest) = rest.split_at_mut(n);
         let (g, o) = rest.split_at_mut(n);
-        let (o, c_prev, tc, h) = (&mut o[..n], &c_prev[..n], &mut tc[..n], &mut h[..n]);
-        for k in 0..n {
-            let iv = sigmoid(i[k]);
-            let fv = sigmoid(f[k]);
-            let gv = tanh(g[k]);
-            let ov = sigmoid(o[k]);
-            let cv = fv * c_prev[k] + iv * gv;
-            let t = tanh(cv);
-            (i[k], f[k], g[k], o[k]) = (iv, fv, gv, ov);
-            (c[k], tc[k], h[k]) = (cv, t, ov * t);
+        for j in 0..d {
+            let span = j * batch..(j + 1) * batch;
+            let (bi, bf, bg, bo) = (bias[j], bias[d + j], bias[2 * d + j], bias[3 * d + j]);
+            let (i, f, g, o) = (&mut i[span.clone()], &mut f[span.clone()], &mut g[span.clone()], &mut o[span.clone()]);
+            let (cp, c, tc, h) = (&c_prev[span.clone()], &mut c[span.clone()], &mut tc[span.clone()], &mut h[span]);
+            for k in 0..batch {
+                let iv = sigmoid(i[k] + bi);
+                let fv = sigmoid(f[k] + bf);
+                let gv = tanh(g[k] + bg);
+                let ov = sigmoid(o[k] + bo);
+                let cv = fv * cp[k] + iv * gv;
+                let t = tanh(cv);
+                (i[k], f[k], g[k], o[k]) = (iv, fv, gv, ov);
+                (c[k], tc[k], h[k]) = (cv, t, ov * t);
+            }
         }
     }
 
@@ -394,24 +409,45 @@ simd! {
         }
     }
 
-    /// One GRU step on `n` units. `xw` (blocks r, z, n) holds the input
-    /// projection with its bias and comes out as the activated gates;
-    /// `hw` holds the hidden projection with its bias, whose n block is kept
-    /// in `hn` for the backward pass; `h = (1 - z) n + z h_prev`.
-    pub fn gru_cell<T: Real>(xw: &mut [T], hw: &[T], h_prev: &[T], hn: &mut [T], h: &mut [T]) {
+    /// One GRU step on `d` units of `batch` sequences each. `xw` (blocks
+    /// r, z, n, `[d, batch]` each) holds the input projection without its
+    /// bias `b_ih` and comes out as the activated gates; `hw` holds the
+    /// hidden projection without its bias `b_hh`; the n block of the hidden
+    /// projection with its bias is kept in `hn` for the backward pass;
+    /// `h = (1 - z) n + z h_prev`.
+    pub fn gru_cell<T: Real>(
+        xw: &mut [T],
+        hw: &[T],
+        b_ih: &[T],
+        b_hh: &[T],
+        h_prev: &[T],
+        hn: &mut [T],
+        h: &mut [T],
+    ) {
         let n = h.len();
+        let d = b_ih.len() / 3;
+        let batch = n / d;
         let (xr, rest) = xw.split_at_mut(n);
         let (xz, xn) = rest.split_at_mut(n);
         let (wr, rest) = hw.split_at(n);
         let (wz, wn) = rest.split_at(n);
-        let (xn, wn, h_prev, hn) = (&mut xn[..n], &wn[..n], &h_prev[..n], &mut hn[..n]);
-        for k in 0..n {
-            let rv = sigmoid(xr[k] + wr[k]);
-            let zv = sigmoid(xz[k] + wz[k]);
-            let nv = tanh(xn[k] + rv * wn[k]);
-            (xr[k], xz[k], xn[k]) = (rv, zv, nv);
-            hn[k] = wn[k];
-            h[k] = nv + zv * (h_prev[k] - nv);
+        for j in 0..d {
+            let span = j * batch..(j + 1) * batch;
+            let br = b_ih[j] + b_hh[j];
+            let bz = b_ih[d + j] + b_hh[d + j];
+            let (bxn, bhn) = (b_ih[2 * d + j], b_hh[2 * d + j]);
+            let (xr, xz, xn) = (&mut xr[span.clone()], &mut xz[span.clone()], &mut xn[span.clone()]);
+            let (wr, wz, wn) = (&wr[span.clone()], &wz[span.clone()], &wn[span.clone()]);
+            let (hp, hn, h) = (&h_prev[span.clone()], &mut hn[span.clone()], &mut h[span]);
+            for k in 0..batch {
+                let rv = sigmoid(xr[k] + wr[k] + br);
+                let zv = sigmoid(xz[k] + wz[k] + bz);
+                let hnv = wn[k] + bhn;
+                let nv = tanh(xn[k] + bxn + rv * hnv);
+                (xr[k], xz[k], xn[k]) = (rv, zv, nv);
+                hn[k] = hnv;
+                h[k] = nv + zv * (hp[k] - nv);
+            }
         }
     }
 
@@ -482,46 +518,56 @@ simd! {
         }
     }
 
-    /// LayerNorm of each row of width `d` (biased variance, epsilon 1e-5, as
-    /// PyTorch): `y = xhat * scale + shift`, keeping `xhat` and the
-    /// reciprocal standard deviation of each row for the backward pass.
+    /// LayerNorm over the features of each column of a feature-major
+    /// `[d, columns]` buffer (biased variance, epsilon 1e-5, as PyTorch):
+    /// `y = xhat * scale + shift`, keeping `xhat` and each column's
+    /// reciprocal standard deviation for the backward pass. `mean` is
+    /// scratch of one value per column.
     pub fn layer_norm<T: Real>(
         x: &[T],
         scale: &[T],
         shift: &[T],
         xhat: &mut [T],
         rstd: &mut [T],
+        mean: &mut [T],
         y: &mut [T],
     ) {
-        let d = scale.len();
-        let inv_d = T::ONE / T::from_f64(d as f64);
-        for (r, ((xr, hr), yr)) in x
-            .chunks_exact(d)
-            .zip(xhat.chunks_exact_mut(d))
-            .zip(y.chunks_exact_mut(d))
+        let cols = rstd.len();
+        let inv_d = T::ONE / T::from_f64(scale.len() as f64);
+        mean.fill(T::ZERO);
+        for row in x.chunks_exact(cols) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m *= inv_d);
+        rstd.fill(T::ZERO);
+        for row in x.chunks_exact(cols) {
+            for ((r, &m), &v) in rstd.iter_mut().zip(&*mean).zip(row) {
+                *r += (v - m) * (v - m);
+            }
+        }
+        let eps = T::from_f64(1e-5);
+        rstd.iter_mut().for_each(|r| *r = T::ONE / (*r * inv_d + eps).sqrt());
+        for (j, ((xr, hr), yr)) in x
+            .chunks_exact(cols)
+            .zip(xhat.chunks_exact_mut(cols))
+            .zip(y.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mut mean = T::ZERO;
-            for &v in xr {
-                mean += v;
-            }
-            mean *= inv_d;
-            let mut var = T::ZERO;
-            for &v in xr {
-                var += (v - mean) * (v - mean);
-            }
-            let s = T::ONE / (var * inv_d + T::from_f64(1e-5)).sqrt();
-            rstd[r] = s;
-            for j in 0..d {
-                let h = (xr[j] - mean) * s;
-                hr[j] = h;
-                yr[j] = h * scale[j] + shift[j];
+            let (g, b) = (scale[j], shift[j]);
+            for c in 0..cols {
+                let h = (xr[c] - mean[c]) * rstd[c];
+                hr[c] = h;
+                yr[c] = h * g + b;
             }
         }
     }
 
-    /// LayerNorm backwards: adds the gradients of scale and shift, and
-    /// turns `dy` into the gradient of the input in place.
+    /// [`layer_norm`] backwards: adds the gradients of scale and shift, and
+    /// turns `dy` into the gradient of the input in place. `mean_g` and
+    /// `mean_gh` are scratch of one value per column.
+    #[allow(clippy::too_many_arguments)]
     pub fn layer_norm_backward<T: Real>(
         dy: &mut [T],
         xhat: &[T],
@@ -529,25 +575,62 @@ simd! {
         scale: &[T],
         d_scale: &mut [T],
         d_shift: &mut [T],
+        mean_g: &mut [T],
+        mean_gh: &mut [T],
     ) {
-        let d = scale.len();
-        let inv_d = T::ONE / T::from_f64(d as f64);
-        for (r, (dr, hr)) in dy.chunks_exact_mut(d).zip(xhat.chunks_exact(d)).enumerate() {
-            let mut mean_g = T::ZERO;
-            let mut mean_gh = T::ZERO;
-            for j in 0..d {
-                d_scale[j] += dr[j] * hr[j];
-                d_shift[j] += dr[j];
-                let g = dr[j] * scale[j];
-                mean_g += g;
-                mean_gh += g * hr[j];
+        let cols = rstd.len();
+        let inv_d = T::ONE / T::from_f64(scale.len() as f64);
+        mean_g.fill(T::ZERO);
+        mean_gh.fill(T::ZERO);
+        for (j, (dr, hr)) in dy.chunks_exact(cols).zip(xhat.chunks_exact(cols)).enumerate() {
+            d_scale[j] += lane_sum(dr, hr, |a, b| a * b);
+            d_shift[j] += lane_sum(dr, dr, |a, _| a);
+            let g = scale[j];
+            for c in 0..cols {
+                mean_g[c] += dr[c] * g;
+                mean_gh[c] += dr[c] * g * hr[c];
             }
-            mean_g *= inv_d;
-            mean_gh *= inv_d;
-            let s = rstd[r];
-            for j in 0..d {
-                let g = dr[j] * scale[j];
-                dr[j] = s * (g - mean_g - hr[j] * mean_gh);
+        }
+        for (j, (dr, hr)) in dy.chunks_exact_mut(cols).zip(xhat.chunks_exact(cols)).enumerate() {
+            let g = scale[j];
+            for c in 0..cols {
+                dr[c] = rstd[c] * (dr[c] * g - mean_g[c] * inv_d - hr[c] * mean_gh[c] * inv_d);
+            }
+        }
+    }
+
+    /// `acc[k] += a[k] * b[k]`.
+    pub fn add_product<T: Real>(acc: &mut [T], a: &[T], b: &[T]) {
+        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+            *s += x * y;
+        }
+    }
+
+    /// Softmax across `rows` vectors of equal length, element by element:
+    /// `rows[j][k] <- e^(scale rows[j][k]) / sum_j' e^(scale rows[j'][k])`,
+    /// shifted by the largest score for stability. `max` and `total` are
+    /// scratch of one vector.
+    pub fn softmax_across<T: Real>(rows: &mut [T], width: usize, scale: T, max: &mut [T], total: &mut [T]) {
+        max.fill(T::from_f64(f64::NEG_INFINITY));
+        for row in rows.chunks_exact_mut(width) {
+            for (m, v) in max.iter_mut().zip(row.iter_mut()) {
+                *v *= scale;
+                if *v > *m {
+                    *m = *v;
+                }
+            }
+        }
+        total.fill(T::ZERO);
+        for row in rows.chunks_exact_mut(width) {
+            for ((t, v), &m) in total.iter_mut().zip(row.iter_mut()).zip(&*max) {
+                *v = (*v - m).exp();
+                *t += *v;
+            }
+        }
+        total.iter_mut().for_each(|t| *t = T::ONE / *t);
+        for row in rows.chunks_exact_mut(width) {
+            for (v, &t) in row.iter_mut().zip(&*total) {
+                *v *= t;
             }
         }
     }

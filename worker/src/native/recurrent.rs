@@ -7,8 +7,8 @@
 //! `[length][width, batch]` per layer.
 
 use super::kernels::{
-    Mat, Real, add_outer, add_row_dots, add_row_sums, fill_by_row, gemm, gru_cell,
-    gru_cell_backward, lstm_cell, lstm_cell_backward,
+    Mat, Real, add_outer, add_row_dots, add_row_sums, gemm, gru_cell, gru_cell_backward, lstm_cell,
+    lstm_cell_backward,
 };
 use super::{Params, Shape};
 
@@ -48,6 +48,7 @@ pub(super) struct Recurrent<T> {
     d_below: Vec<T>,
     /// Backward: the LSTM cell's gradient or the GRU's direct `dh_prev`.
     d_state: Vec<T>,
+    /// LSTM: `bias_ih + bias_hh` of the current layer.
     bias: Vec<T>,
 }
 
@@ -86,17 +87,17 @@ impl<T: Real> Recurrent<T> {
     }
 
     /// Writes into `out` (`[width, batch]`) step `t` of a layer's input
-    /// projection `W_ih x_t^T` plus `self.bias`: an outer product for layer
-    /// 0, whose inputs have one feature.
+    /// projection `W_ih x_t^T`, without bias: an outer product for layer 0,
+    /// whose inputs have one feature.
     fn project_input(&self, s: &Shape, layer: usize, t: usize, w_ih: &[T], out: &mut [T]) {
-        fill_by_row(out, &self.bias);
+        let width = w_ih.len() / if layer == 0 { 1 } else { s.d };
         if layer == 0 {
+            out.fill(T::ZERO);
             add_outer(out, w_ih, at(&self.xt, t, s.batch));
         } else {
-            let width = self.bias.len();
             let input = at(&self.hidden[layer - 1], t, s.d * s.batch);
             let (w, x) = (Mat::new(w_ih, s.d), Mat::new(input, s.batch));
-            gemm(width, s.batch, s.d, out, s.batch, w, x, true);
+            gemm(width, s.batch, s.d, out, s.batch, w, x, false);
         }
     }
 
@@ -212,7 +213,14 @@ impl<T: Real> Recurrent<T> {
                     &c_done[(t - 1) * step..]
                 };
                 let tc = at_mut(&mut self.tanh_cells[layer], t, step);
-                lstm_cell(g, c_prev, &mut c_now[..step], tc, &mut h_now[..step]);
+                lstm_cell(
+                    g,
+                    &self.bias,
+                    c_prev,
+                    &mut c_now[..step],
+                    tc,
+                    &mut h_now[..step],
+                );
             }
             self.gates[layer] = gates;
         }
@@ -281,33 +289,23 @@ impl<T: Real> Recurrent<T> {
         self.step_gates.resize(gate_step, T::ZERO);
         for layer in 0..s.layers {
             let [w_ih, w_hh, b_ih, b_hh] = p.four(LAYER_ENTRIES * layer);
-            self.bias.clear();
-            self.bias.extend_from_slice(b_ih);
             let mut gates = std::mem::take(&mut self.gates[layer]);
             for t in 0..s.length {
                 let g = at_mut(&mut gates, t, gate_step);
                 self.project_input(s, layer, t, w_ih, g);
                 let hw = &mut self.step_gates;
-                fill_by_row(hw, b_hh);
                 let (h_done, h_now) = self.hidden[layer].split_at_mut(t * step);
                 let h_prev = if t == 0 {
+                    hw.fill(T::ZERO);
                     &self.zeros[..]
                 } else {
                     let h_prev = &h_done[(t - 1) * step..];
-                    gemm(
-                        3 * d,
-                        batch,
-                        d,
-                        hw,
-                        batch,
-                        Mat::new(w_hh, d),
-                        Mat::new(h_prev, batch),
-                        true,
-                    );
+                    let (w, h) = (Mat::new(w_hh, d), Mat::new(h_prev, batch));
+                    gemm(3 * d, batch, d, hw, batch, w, h, false);
                     h_prev
                 };
                 let hn = at_mut(&mut self.cells[layer], t, step);
-                gru_cell(g, hw, h_prev, hn, &mut h_now[..step]);
+                gru_cell(g, hw, b_ih, b_hh, h_prev, hn, &mut h_now[..step]);
             }
             self.gates[layer] = gates;
         }

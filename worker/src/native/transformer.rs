@@ -3,13 +3,19 @@
 //! shared `Linear(1, d)` and the sinusoidal encoding, then a final LayerNorm
 //! and `Linear(d, 1)` on the last position.
 //!
-//! Rows are `(sequence, position)`, batch-major: every linear layer is one
-//! product over all rows. Attention mixes only the few positions of one
-//! sequence, so it is written out as loops over `(sequence, head)`.
+//! Activations are feature-major, `[features][position][sequence]`: every
+//! linear layer is one product `W X` over all columns, LayerNorm and
+//! attention run element-wise across the sequences of a batch (long
+//! contiguous spans, whatever d and the head width), and the columns of one
+//! position are one contiguous block.
+//!
+//! Only the last position reaches the output, so the last encoder layer
+//! computes attention, its feed-forward block and both LayerNorms for that
+//! position alone (its keys and values still come from every position).
 
 use super::kernels::{
-    Mat, Real, add_assign, add_column_sums, fill_rows, gemm, layer_norm, layer_norm_backward, relu,
-    relu_backward,
+    Mat, Real, add_assign, add_outer, add_product, add_row_dots, add_row_sums, fill_by_row, gemm,
+    layer_norm, layer_norm_backward, relu, relu_backward, softmax_across,
 };
 use super::{Params, Shape};
 
@@ -26,20 +32,22 @@ const LINEAR2: usize = 6;
 const NORM1: usize = 8;
 const NORM2: usize = 10;
 
-/// What one encoder layer's forward pass keeps for its backward pass.
+/// What one encoder layer's forward pass keeps for its backward pass. A
+/// layer computes its outputs for `queries` positions (all of them, or the
+/// last one in the last layer): `width = queries * batch` columns.
 #[derive(Default)]
 struct LayerTape<T> {
-    /// `[rows, 3d]`: queries, keys, values with their bias.
+    /// `[3d][length * batch]`: queries, keys, values with their bias.
     qkv: Vec<T>,
-    /// `[batch, heads, length, length]`: attention weights.
+    /// `[heads][queries][length][batch]`: attention weights.
     probs: Vec<T>,
-    /// `[rows, d]`: attended values, heads side by side.
+    /// `[d][width]`: attended values, heads stacked.
     attended: Vec<T>,
     /// LayerNorm 1: normalised input, reciprocal deviations, output.
     xhat1: Vec<T>,
     rstd1: Vec<T>,
     x1: Vec<T>,
-    /// `[rows, 2d]`: the feed-forward hidden layer after its ReLU.
+    /// `[2d][width]`: the feed-forward hidden layer after its ReLU.
     hidden: Vec<T>,
     xhat2: Vec<T>,
     rstd2: Vec<T>,
@@ -48,20 +56,27 @@ struct LayerTape<T> {
 /// Buffers of the Transformer, reused from call to call.
 #[derive(Default)]
 pub(super) struct Transformer<T> {
-    /// `[layers + 1][rows, d]`: the input of each layer, then the output of
-    /// the last.
+    /// `[length][batch]`: the inputs.
+    xt: Vec<T>,
+    /// `[layers + 1][d][columns]`: each layer's input, then the last
+    /// layer's output (`[d][batch]`, the last position only).
     xs: Vec<Vec<T>>,
     tapes: Vec<LayerTape<T>>,
-    /// `[length, d]` sinusoidal encoding.
+    /// `[length][d]` sinusoidal encoding.
     encoding: Vec<T>,
-    /// Final LayerNorm of the last position: `[batch, d]`.
-    last: Vec<T>,
+    /// Final LayerNorm: normalised input, deviations and output, `[d][batch]`.
     xhat_f: Vec<T>,
     rstd_f: Vec<T>,
     out_f: Vec<T>,
-    /// Scratch of the forward and backward passes.
+    /// Scratch: sums, column statistics, attention scores.
     sum: Vec<T>,
+    column_a: Vec<T>,
+    column_b: Vec<T>,
+    scores: Vec<T>,
+    /// Backward scratch: the gradient of the current layer's outputs (in
+    /// place, down to its inputs), and of its parts.
     d_rows: Vec<T>,
+    d_input: Vec<T>,
     d_hidden: Vec<T>,
     d_attended: Vec<T>,
     d_qkv: Vec<T>,
@@ -72,297 +87,359 @@ fn sized<T: Real>(buffer: &mut Vec<T>, len: usize) -> &mut Vec<T> {
     buffer
 }
 
+/// Positions a layer computes outputs for: all, except in the last layer.
+fn queries(s: &Shape, layer: usize) -> usize {
+    if layer + 1 == s.layers { 1 } else { s.length }
+}
+
 impl<T: Real> Transformer<T> {
-    fn prepare(&mut self, s: &Shape) {
-        let rows = s.batch * s.length;
-        let d = s.d;
+    fn prepare(&mut self, s: &Shape, x: &[T]) {
+        let (d, b, n) = (s.d, s.batch, s.length);
+        let columns = n * b;
         self.xs.resize_with(s.layers + 1, Vec::new);
-        for x in &mut self.xs {
-            sized(x, rows * d);
+        for (layer, x) in self.xs.iter_mut().enumerate() {
+            let width = if layer == 0 {
+                columns
+            } else {
+                queries(s, layer - 1) * b
+            };
+            sized(x, d * width);
         }
         self.tapes.resize_with(s.layers, LayerTape::default);
-        for tape in &mut self.tapes {
-            sized(&mut tape.qkv, rows * 3 * d);
-            sized(&mut tape.probs, s.batch * s.heads * s.length * s.length);
-            sized(&mut tape.attended, rows * d);
-            sized(&mut tape.xhat1, rows * d);
-            sized(&mut tape.rstd1, rows);
-            sized(&mut tape.x1, rows * d);
-            sized(&mut tape.hidden, rows * 2 * d);
-            sized(&mut tape.xhat2, rows * d);
-            sized(&mut tape.rstd2, rows);
+        for (layer, tape) in self.tapes.iter_mut().enumerate() {
+            let q = queries(s, layer);
+            let width = q * b;
+            sized(&mut tape.qkv, 3 * d * columns);
+            sized(&mut tape.probs, s.heads * q * n * b);
+            sized(&mut tape.attended, d * width);
+            sized(&mut tape.xhat1, d * width);
+            sized(&mut tape.rstd1, width);
+            sized(&mut tape.x1, d * width);
+            sized(&mut tape.hidden, 2 * d * width);
+            sized(&mut tape.xhat2, d * width);
+            sized(&mut tape.rstd2, width);
         }
-        if self.encoding.len() != s.length * d {
-            self.encoding = crate::model::positional_encoding_values(s.length, d)
+        if self.encoding.len() != n * d {
+            self.encoding = crate::model::positional_encoding_values(n, d)
                 .into_iter()
                 .map(T::from_f32)
                 .collect();
         }
-        sized(&mut self.last, s.batch * d);
-        sized(&mut self.xhat_f, s.batch * d);
-        sized(&mut self.rstd_f, s.batch);
-        sized(&mut self.out_f, s.batch * d);
-        sized(&mut self.sum, rows * d);
+        sized(&mut self.xhat_f, d * b);
+        sized(&mut self.rstd_f, b);
+        sized(&mut self.out_f, d * b);
+        sized(&mut self.sum, d * columns);
+        sized(&mut self.column_a, columns);
+        sized(&mut self.column_b, columns);
+        sized(&mut self.scores, n * b);
+        // [batch, length] -> [length, batch].
+        sized(&mut self.xt, columns);
+        for (seq, row) in x.chunks_exact(n).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                self.xt[t * b + seq] = v;
+            }
+        }
     }
 
     /// # Shapes
     /// - x: `[batch, length]` (one feature per position)
     /// - out: `[batch]`
     pub(super) fn forward(&mut self, s: &Shape, p: &Params<T>, x: &[T], out: &mut [T]) {
-        self.prepare(s);
-        let (d, rows) = (s.d, s.batch * s.length);
+        self.prepare(s, x);
+        let (d, b, n) = (s.d, s.batch, s.length);
+        let columns = n * b;
 
         // Embedding: Linear(1, d) of every position plus the encoding.
-        let (w, b) = (p.get(0), p.get(1));
-        for (r, row) in self.xs[0].chunks_exact_mut(d).enumerate() {
-            let pe = &self.encoding[(r % s.length) * d..][..d];
-            for j in 0..d {
-                row[j] = x[r] * w[j] + b[j] + pe[j];
+        let (w, bias) = (p.get(0), p.get(1));
+        for (j, row) in self.xs[0].chunks_exact_mut(columns).enumerate() {
+            for (t, block) in row.chunks_exact_mut(b).enumerate() {
+                let offset = bias[j] + self.encoding[t * d + j];
+                let xt = &self.xt[t * b..(t + 1) * b];
+                for (v, &xv) in block.iter_mut().zip(xt) {
+                    *v = xv * w[j] + offset;
+                }
             }
         }
 
         for layer in 0..s.layers {
             let base = INPUT_ENTRIES + layer * LAYER_ENTRIES;
+            let q = queries(s, layer);
+            let width = q * b;
             let (done, next) = self.xs.split_at_mut(layer + 1);
             let (input, output) = (&done[layer], &mut next[0]);
             let tape = &mut self.tapes[layer];
 
-            // Self-attention and the first residual block.
-            fill_rows(&mut tape.qkv, p.get(base + IN_PROJ + 1));
-            let w_in = Mat::t(p.get(base + IN_PROJ), d);
+            // Self-attention and the first residual block; the residual is
+            // the input's columns of the positions computed.
+            fill_by_row(&mut tape.qkv, p.get(base + IN_PROJ + 1));
+            let w_in = Mat::new(p.get(base + IN_PROJ), d);
             gemm(
-                rows,
                 3 * d,
+                columns,
                 d,
                 &mut tape.qkv,
-                3 * d,
-                Mat::new(input, d),
+                columns,
                 w_in,
+                Mat::new(input, columns),
                 true,
             );
-            attention(s, &tape.qkv, &mut tape.probs, &mut tape.attended);
-            fill_rows(&mut self.sum, p.get(base + OUT_PROJ + 1));
-            let w_out = Mat::t(p.get(base + OUT_PROJ), d);
+            attention(
+                s,
+                q,
+                &tape.qkv,
+                &mut tape.probs,
+                &mut tape.attended,
+                &mut self.scores,
+                (&mut self.column_a, &mut self.column_b),
+            );
+            let sum = &mut self.sum[..d * width];
+            fill_by_row(sum, p.get(base + OUT_PROJ + 1));
+            let w_out = Mat::new(p.get(base + OUT_PROJ), d);
             gemm(
-                rows,
                 d,
+                width,
                 d,
-                &mut self.sum,
-                d,
-                Mat::new(&tape.attended, d),
+                sum,
+                width,
                 w_out,
+                Mat::new(&tape.attended, width),
                 true,
             );
-            add_assign(&mut self.sum, input);
+            for (row, input_row) in sum.chunks_exact_mut(width).zip(input.chunks_exact(columns)) {
+                add_assign(row, &input_row[columns - width..]);
+            }
             let (scale, shift) = (p.get(base + NORM1), p.get(base + NORM1 + 1));
+            let mean = &mut self.column_a[..width];
             layer_norm(
-                &self.sum,
+                sum,
                 scale,
                 shift,
                 &mut tape.xhat1,
                 &mut tape.rstd1,
+                mean,
                 &mut tape.x1,
             );
 
             // Feed-forward and the second residual block.
-            fill_rows(&mut tape.hidden, p.get(base + LINEAR1 + 1));
-            let w1 = Mat::t(p.get(base + LINEAR1), d);
+            fill_by_row(&mut tape.hidden, p.get(base + LINEAR1 + 1));
+            let w1 = Mat::new(p.get(base + LINEAR1), d);
             gemm(
-                rows,
                 2 * d,
+                width,
                 d,
                 &mut tape.hidden,
-                2 * d,
-                Mat::new(&tape.x1, d),
+                width,
                 w1,
+                Mat::new(&tape.x1, width),
                 true,
             );
             relu(&mut tape.hidden);
-            fill_rows(&mut self.sum, p.get(base + LINEAR2 + 1));
-            let w2 = Mat::t(p.get(base + LINEAR2), 2 * d);
+            fill_by_row(sum, p.get(base + LINEAR2 + 1));
+            let w2 = Mat::new(p.get(base + LINEAR2), 2 * d);
             gemm(
-                rows,
                 d,
+                width,
                 2 * d,
-                &mut self.sum,
-                d,
-                Mat::new(&tape.hidden, 2 * d),
+                sum,
+                width,
                 w2,
+                Mat::new(&tape.hidden, width),
                 true,
             );
-            add_assign(&mut self.sum, &tape.x1);
+            add_assign(sum, &tape.x1);
             let (scale, shift) = (p.get(base + NORM2), p.get(base + NORM2 + 1));
             layer_norm(
-                &self.sum,
+                sum,
                 scale,
                 shift,
                 &mut tape.xhat2,
                 &mut tape.rstd2,
+                mean,
                 output,
             );
         }
 
-        // Final LayerNorm and Linear(d, 1), on the last position only.
-        let top = &self.xs[s.layers];
-        for (b, row) in self.last.chunks_exact_mut(d).enumerate() {
-            row.copy_from_slice(&top[(b * s.length + s.length - 1) * d..][..d]);
-        }
+        // Final LayerNorm and Linear(d, 1) of the last position.
         let base = INPUT_ENTRIES + s.layers * LAYER_ENTRIES;
         let (scale, shift) = (p.get(base), p.get(base + 1));
+        let top = &self.xs[s.layers];
+        let mean = &mut self.column_a[..b];
         layer_norm(
-            &self.last,
+            top,
             scale,
             shift,
             &mut self.xhat_f,
             &mut self.rstd_f,
+            mean,
             &mut self.out_f,
         );
-        let w = Mat::t(p.get(base + 2), d);
-        gemm(s.batch, 1, d, out, 1, Mat::new(&self.out_f, d), w, false);
+        let w = Mat::new(p.get(base + 2), d);
+        gemm(1, b, d, out, b, w, Mat::new(&self.out_f, b), false);
         let bias = p.get(base + 3)[0];
         out.iter_mut().for_each(|z| *z += bias);
     }
 
     /// Adds to `grad` the gradient of `sum_b dout[b] z[b]` for the inputs of
     /// the last [`Self::forward`].
-    pub(super) fn backward(
-        &mut self,
-        s: &Shape,
-        p: &Params<T>,
-        x: &[T],
-        dout: &[T],
-        grad: &mut [T],
-    ) {
-        let (d, rows) = (s.d, s.batch * s.length);
+    pub(super) fn backward(&mut self, s: &Shape, p: &Params<T>, dout: &[T], grad: &mut [T]) {
+        let (d, b) = (s.d, s.batch);
         let base = INPUT_ENTRIES + s.layers * LAYER_ENTRIES;
 
-        // Output layer and final LayerNorm, back to the rows of the last
-        // position; every other row of the top layer gets no gradient.
-        let w = p.get(base + 2);
+        // Output layer and final LayerNorm.
+        let gw = &mut grad[p.range(base + 2)];
         gemm(
             1,
             d,
-            s.batch,
-            &mut grad[p.range(base + 2)],
+            b,
+            gw,
             d,
-            Mat::t(dout, 1),
-            Mat::new(&self.out_f, d),
+            Mat::new(dout, b),
+            Mat::t(&self.out_f, b),
             true,
         );
         grad[p.range(base + 3)][0] += dout.iter().fold(T::ZERO, |a, &v| a + v);
-        for (row, &dz) in self.last.chunks_exact_mut(d).zip(dout) {
-            for (g, &wv) in row.iter_mut().zip(w) {
-                *g = dz * wv;
-            }
-        }
-        let (g_scale, g_shift) = two_mut(grad, p.range(base), p.range(base + 1));
-        layer_norm_backward(
-            &mut self.last,
-            &self.xhat_f,
-            &self.rstd_f,
-            p.get(base),
-            g_scale,
-            g_shift,
-        );
-        let d_rows = sized(&mut self.d_rows, rows * d);
-        d_rows.fill(T::ZERO);
-        for (b, row) in self.last.chunks_exact(d).enumerate() {
-            d_rows[(b * s.length + s.length - 1) * d..][..d].copy_from_slice(row);
-        }
+        let dr = sized(&mut self.d_rows, d * b);
+        dr.fill(T::ZERO);
+        add_outer(dr, p.get(base + 2), dout);
+        let (gs, gb) = two_mut(grad, p.range(base), p.range(base + 1));
+        let (ca, cb) = (&mut self.column_a[..b], &mut self.column_b[..b]);
+        layer_norm_backward(dr, &self.xhat_f, &self.rstd_f, p.get(base), gs, gb, ca, cb);
 
         for layer in (0..s.layers).rev() {
             self.layer_backward(s, p, layer, grad);
         }
 
         // Embedding.
-        let (gw, gb) = two_mut(grad, p.range(0), p.range(1));
-        for (r, row) in self.d_rows.chunks_exact(d).enumerate() {
-            for j in 0..d {
-                gw[j] += row[j] * x[r];
-                gb[j] += row[j];
-            }
-        }
+        add_row_dots(&mut grad[p.range(0)], &self.d_rows, &self.xt);
+        add_row_sums(&mut grad[p.range(1)], &self.d_rows);
     }
 
     /// One encoder layer backwards: `d_rows` holds the gradient of the
-    /// layer's output and is left holding that of its input.
+    /// layer's outputs and is left holding that of its inputs.
     fn layer_backward(&mut self, s: &Shape, p: &Params<T>, layer: usize, grad: &mut [T]) {
-        let (d, rows) = (s.d, s.batch * s.length);
+        let (d, b, n) = (s.d, s.batch, s.length);
+        let columns = n * b;
+        let width = queries(s, layer) * b;
         let base = INPUT_ENTRIES + layer * LAYER_ENTRIES;
         let tape = &self.tapes[layer];
         let input = &self.xs[layer];
         let dr = &mut self.d_rows;
+        let (ca, cb) = (&mut self.column_a[..width], &mut self.column_b[..width]);
 
         // Second LayerNorm, then the feed-forward block; the residual adds
         // the block's input gradient to the LayerNorm's.
         let (gs, gb) = two_mut(grad, p.range(base + NORM2), p.range(base + NORM2 + 1));
-        layer_norm_backward(dr, &tape.xhat2, &tape.rstd2, p.get(base + NORM2), gs, gb);
+        layer_norm_backward(
+            dr,
+            &tape.xhat2,
+            &tape.rstd2,
+            p.get(base + NORM2),
+            gs,
+            gb,
+            ca,
+            cb,
+        );
         let gw2 = &mut grad[p.range(base + LINEAR2)];
         gemm(
             d,
             2 * d,
-            rows,
+            width,
             gw2,
             2 * d,
-            Mat::t(dr, d),
-            Mat::new(&tape.hidden, 2 * d),
+            Mat::new(dr, width),
+            Mat::t(&tape.hidden, width),
             true,
         );
-        add_column_sums(&mut grad[p.range(base + LINEAR2 + 1)], dr);
-        let dh = sized(&mut self.d_hidden, rows * 2 * d);
-        let w2 = Mat::new(p.get(base + LINEAR2), 2 * d);
-        gemm(rows, 2 * d, d, dh, 2 * d, Mat::new(dr, d), w2, false);
+        add_row_sums(&mut grad[p.range(base + LINEAR2 + 1)], dr);
+        let dh = sized(&mut self.d_hidden, 2 * d * width);
+        let w2 = Mat::t(p.get(base + LINEAR2), 2 * d);
+        gemm(2 * d, width, d, dh, width, w2, Mat::new(dr, width), false);
         relu_backward(dh, &tape.hidden);
         let gw1 = &mut grad[p.range(base + LINEAR1)];
         gemm(
             2 * d,
             d,
-            rows,
+            width,
             gw1,
             d,
-            Mat::t(dh, 2 * d),
-            Mat::new(&tape.x1, d),
+            Mat::new(dh, width),
+            Mat::t(&tape.x1, width),
             true,
         );
-        add_column_sums(&mut grad[p.range(base + LINEAR1 + 1)], dh);
-        let w1 = Mat::new(p.get(base + LINEAR1), d);
-        gemm(rows, d, 2 * d, dr, d, Mat::new(dh, 2 * d), w1, true);
+        add_row_sums(&mut grad[p.range(base + LINEAR1 + 1)], dh);
+        let w1 = Mat::t(p.get(base + LINEAR1), d);
+        gemm(d, width, 2 * d, dr, width, w1, Mat::new(dh, width), true);
 
         // First LayerNorm, then attention; again the residual adds up.
         let (gs, gb) = two_mut(grad, p.range(base + NORM1), p.range(base + NORM1 + 1));
-        layer_norm_backward(dr, &tape.xhat1, &tape.rstd1, p.get(base + NORM1), gs, gb);
+        layer_norm_backward(
+            dr,
+            &tape.xhat1,
+            &tape.rstd1,
+            p.get(base + NORM1),
+            gs,
+            gb,
+            ca,
+            cb,
+        );
         let gwo = &mut grad[p.range(base + OUT_PROJ)];
         gemm(
             d,
             d,
-            rows,
+            width,
             gwo,
             d,
-            Mat::t(dr, d),
-            Mat::new(&tape.attended, d),
+            Mat::new(dr, width),
+            Mat::t(&tape.attended, width),
             true,
         );
-        add_column_sums(&mut grad[p.range(base + OUT_PROJ + 1)], dr);
-        let da = sized(&mut self.d_attended, rows * d);
-        let wo = Mat::new(p.get(base + OUT_PROJ), d);
-        gemm(rows, d, d, da, d, Mat::new(dr, d), wo, false);
-        let dq = sized(&mut self.d_qkv, rows * 3 * d);
+        add_row_sums(&mut grad[p.range(base + OUT_PROJ + 1)], dr);
+        let da = sized(&mut self.d_attended, d * width);
+        let wo = Mat::t(p.get(base + OUT_PROJ), d);
+        gemm(d, width, d, da, width, wo, Mat::new(dr, width), false);
+        let dq = sized(&mut self.d_qkv, 3 * d * columns);
         dq.fill(T::ZERO);
-        attention_backward(s, &tape.qkv, &tape.probs, da, dq);
+        attention_backward(
+            s,
+            queries(s, layer),
+            &tape.qkv,
+            &tape.probs,
+            da,
+            dq,
+            &mut self.scores,
+            ca,
+        );
         let gwi = &mut grad[p.range(base + IN_PROJ)];
         gemm(
             3 * d,
             d,
-            rows,
+            columns,
             gwi,
             d,
-            Mat::t(dq, 3 * d),
-            Mat::new(input, d),
+            Mat::new(dq, columns),
+            Mat::t(input, columns),
             true,
         );
-        add_column_sums(&mut grad[p.range(base + IN_PROJ + 1)], dq);
-        let wi = Mat::new(p.get(base + IN_PROJ), d);
-        gemm(rows, d, 3 * d, dr, d, Mat::new(dq, 3 * d), wi, true);
+        add_row_sums(&mut grad[p.range(base + IN_PROJ + 1)], dq);
+
+        // The input's gradient: through the projections, plus the residual
+        // on the columns the layer computed.
+        let di = sized(&mut self.d_input, d * columns);
+        let wi = Mat::t(p.get(base + IN_PROJ), d);
+        gemm(
+            d,
+            columns,
+            3 * d,
+            di,
+            columns,
+            wi,
+            Mat::new(dq, columns),
+            false,
+        );
+        for (row, d_row) in di.chunks_exact_mut(columns).zip(dr.chunks_exact(width)) {
+            add_assign(&mut row[columns - width..], d_row);
+        }
+        std::mem::swap(&mut self.d_rows, &mut self.d_input);
     }
 }
 
@@ -377,89 +454,102 @@ fn two_mut<T>(
     (&mut left[a], &mut right[..b.end - b.start])
 }
 
-#[inline(always)]
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::ZERO, |s, (&x, &y)| s + x * y)
-}
-
-/// Scaled dot-product attention of every head of every sequence, from the
-/// packed `qkv` rows (`[rows, 3d]`: q, k, v each with heads side by side).
-fn attention<T: Real>(s: &Shape, qkv: &[T], probs: &mut [T], attended: &mut [T]) {
-    let (d, n, hd) = (s.d, s.length, s.d / s.heads);
+/// Scaled dot-product attention of every head, for the last `queries`
+/// positions, from `qkv` (`[3d][length][batch]`: q, k, v with heads
+/// stacked); element-wise across the sequences of the batch. `scores` is
+/// `[length][batch]` scratch, `columns` two vectors of `batch`.
+fn attention<T: Real>(
+    s: &Shape,
+    queries: usize,
+    qkv: &[T],
+    probs: &mut [T],
+    attended: &mut [T],
+    scores: &mut [T],
+    columns: (&mut [T], &mut [T]),
+) {
+    let (d, b, n, hd) = (s.d, s.batch, s.length, s.d / s.heads);
+    let cols = n * b;
     let scale = T::ONE / T::from_f64(hd as f64).sqrt();
-    let mut weights = vec![T::ZERO; n];
-    for b in 0..s.batch {
-        let rows = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        for h in 0..s.heads {
-            for i in 0..n {
-                let q = &rows[i * 3 * d + h * hd..][..hd];
-                let mut max = T::from_f64(f64::NEG_INFINITY);
-                for (j, w) in weights.iter_mut().enumerate() {
-                    *w = scale * dot(q, &rows[j * 3 * d + d + h * hd..][..hd]);
-                    if *w > max {
-                        max = *w;
-                    }
-                }
-                let mut total = T::ZERO;
-                for w in weights.iter_mut() {
-                    *w = (*w - max).exp();
-                    total += *w;
-                }
-                let p = &mut probs[((b * s.heads + h) * n + i) * n..][..n];
-                let out = &mut attended[(b * n + i) * d + h * hd..][..hd];
-                out.fill(T::ZERO);
-                for (j, (pj, &w)) in p.iter_mut().zip(&weights).enumerate() {
-                    *pj = w / total;
-                    let v = &rows[j * 3 * d + 2 * d + h * hd..][..hd];
-                    for (o, &vv) in out.iter_mut().zip(v) {
-                        *o += *pj * vv;
-                    }
+    let (max, total) = (&mut columns.0[..b], &mut columns.1[..b]);
+    let width = queries * b;
+    let at = |row: usize, t: usize| &qkv[row * cols + t * b..row * cols + (t + 1) * b];
+    for h in 0..s.heads {
+        for qi in 0..queries {
+            let i = n - queries + qi;
+            scores.fill(T::ZERO);
+            for (j, sj) in scores.chunks_exact_mut(b).enumerate() {
+                for e in h * hd..(h + 1) * hd {
+                    add_product(sj, at(e, i), at(d + e, j));
                 }
             }
+            softmax_across(scores, b, scale, max, total);
+            for e in h * hd..(h + 1) * hd {
+                let out = &mut attended[e * width + qi * b..e * width + (qi + 1) * b];
+                out.fill(T::ZERO);
+                for (j, pj) in scores.chunks_exact(b).enumerate() {
+                    add_product(out, pj, at(2 * d + e, j));
+                }
+            }
+            let p = &mut probs[(h * queries + qi) * n * b..(h * queries + qi + 1) * n * b];
+            p.copy_from_slice(scores);
         }
     }
 }
 
 /// [`attention`] backwards: adds into `d_qkv` the gradients of q, k and v
-/// from the gradient of the attended values.
+/// from the gradient of the attended values. `ds` is `[length][batch]`
+/// scratch, `weighted` one vector of `batch`.
+#[allow(clippy::too_many_arguments)]
 fn attention_backward<T: Real>(
     s: &Shape,
+    queries: usize,
     qkv: &[T],
     probs: &[T],
     d_attended: &[T],
     d_qkv: &mut [T],
+    ds: &mut [T],
+    weighted: &mut [T],
 ) {
-    let (d, n, hd) = (s.d, s.length, s.d / s.heads);
+    let (d, b, n, hd) = (s.d, s.batch, s.length, s.d / s.heads);
+    let cols = n * b;
     let scale = T::ONE / T::from_f64(hd as f64).sqrt();
-    let mut ds = vec![T::ZERO; n];
-    for b in 0..s.batch {
-        let rows = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        let d_rows = &mut d_qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        for h in 0..s.heads {
-            for i in 0..n {
-                let p = &probs[((b * s.heads + h) * n + i) * n..][..n];
-                let da = &d_attended[(b * n + i) * d + h * hd..][..hd];
-                // Through the weighted sum of values, then the softmax.
-                let mut weighted = T::ZERO;
-                for (j, g) in ds.iter_mut().enumerate() {
-                    let v_at = j * 3 * d + 2 * d + h * hd;
-                    *g = dot(da, &rows[v_at..][..hd]);
-                    weighted += p[j] * *g;
-                    for (dv, &a) in d_rows[v_at..][..hd].iter_mut().zip(da) {
-                        *dv += p[j] * a;
-                    }
+    let width = queries * b;
+    let weighted = &mut weighted[..b];
+    let span = |row: usize, t: usize| row * cols + t * b..row * cols + (t + 1) * b;
+    for h in 0..s.heads {
+        for qi in 0..queries {
+            let i = n - queries + qi;
+            let p = &probs[(h * queries + qi) * n * b..(h * queries + qi + 1) * n * b];
+
+            // Through the weighted sum of values: dp_j = da . v_j, dv_j += p_j da.
+            ds.fill(T::ZERO);
+            for e in h * hd..(h + 1) * hd {
+                let da = &d_attended[e * width + qi * b..e * width + (qi + 1) * b];
+                for (j, (dsj, pj)) in ds.chunks_exact_mut(b).zip(p.chunks_exact(b)).enumerate() {
+                    add_product(dsj, da, &qkv[span(2 * d + e, j)]);
+                    add_product(&mut d_qkv[span(2 * d + e, j)], pj, da);
                 }
-                for (g, &pj) in ds.iter_mut().zip(p) {
-                    *g = pj * (*g - weighted) * scale;
+            }
+
+            // Through the softmax: ds_j = p_j (dp_j - sum_j' p_j' dp_j') scale.
+            weighted.fill(T::ZERO);
+            for (dsj, pj) in ds.chunks_exact(b).zip(p.chunks_exact(b)) {
+                add_product(weighted, dsj, pj);
+            }
+            for (dsj, pj) in ds.chunks_exact_mut(b).zip(p.chunks_exact(b)) {
+                for ((g, &pv), &w) in dsj.iter_mut().zip(pj).zip(&*weighted) {
+                    *g = pv * (*g - w) * scale;
                 }
-                // Through the scores q_i . k_j.
-                let q_at = i * 3 * d + h * hd;
-                for (j, &g) in ds.iter().enumerate() {
-                    let k_at = j * 3 * d + d + h * hd;
-                    for e in 0..hd {
-                        d_rows[q_at + e] += g * rows[k_at + e];
-                        d_rows[k_at + e] += g * rows[q_at + e];
-                    }
+            }
+
+            // Through the scores q_i . k_j.
+            for e in h * hd..(h + 1) * hd {
+                for (j, dsj) in ds.chunks_exact(b).enumerate() {
+                    let (q_span, k_span) = (span(e, i), span(d + e, j));
+                    let k = &qkv[k_span.clone()];
+                    add_product(&mut d_qkv[q_span.clone()], dsj, k);
+                    let q = &qkv[q_span];
+                    add_product(&mut d_qkv[k_span], dsj, q);
                 }
             }
         }
