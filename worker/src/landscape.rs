@@ -8,11 +8,11 @@
 //!   row of a weight matrix gets the norm of the same row of `theta`; the
 //!   picture is then unchanged by the rescalings a network is invariant to.
 //!
-//! All losses in evaluation mode (no dropout), in f32 like training.
+//! All losses in evaluation mode (no dropout), in f32 like training, by the
+//! native models ([`crate::native`]).
 
 use std::path::Path;
 
-use burn::tensor::DType;
 use minima_shared::TaskSpec;
 use minima_shared::task::InterpolationSpec;
 use serde::Serialize;
@@ -21,8 +21,8 @@ use minima_shared::task::SurfaceSpec;
 
 use crate::data::{Dataset, Split, write_npy_f64};
 use crate::hessian::linalg::{dot, norm};
-use crate::loss::evaluate;
-use crate::model::{Ctx, Layout, Network, ParamKind};
+use crate::model::{Layout, ParamKind};
+use crate::native::Evaluator;
 use crate::output::{write_atomic, write_json};
 use crate::rng::Rng;
 
@@ -45,7 +45,7 @@ pub fn interpolate(
     theta_final: &[f32],
     line: &InterpolationSpec,
 ) -> Interpolation {
-    let ctx = Ctx::flex(DType::F32);
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     let alphas = axis(line.range, line.points);
     let mut result = Interpolation {
         alphas: alphas.clone(),
@@ -59,13 +59,12 @@ pub fn interpolate(
             .zip(theta_final)
             .map(|(&t0, &t1)| ((1.0 - a) * f64::from(t0) + a * f64::from(t1)) as f32)
             .collect();
-        let net = Network::new(&spec.model, &ctx, &theta, false);
         result
             .train_loss
-            .push(evaluate(&net, spec.task, &data.train).loss);
+            .push(native.evaluate(&theta, &data.train).loss);
         result
             .test_loss
-            .push(evaluate(&net, spec.task, &data.test).loss);
+            .push(native.evaluate(&theta, &data.test).loss);
     }
     result
 }
@@ -181,7 +180,7 @@ pub fn surface_points(
     ys: &[f64],
     indices: std::ops::Range<usize>,
 ) -> Vec<(f64, f64)> {
-    let ctx = Ctx::flex(DType::F32);
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     indices
         .map(|k| {
             let (x, y) = (xs[k % xs.len()], ys[k / xs.len()]);
@@ -190,9 +189,8 @@ pub fn surface_points(
                 .zip(plane.delta.iter().zip(&plane.eta))
                 .map(|(&t, (d, e))| (f64::from(t) + x * d + y * e) as f32)
                 .collect();
-            let net = Network::new(&spec.model, &ctx, &point, false);
-            let train_loss = evaluate(&net, spec.task, train).loss;
-            (train_loss, evaluate(&net, spec.task, test).loss)
+            let train_loss = native.evaluate(&point, train).loss;
+            (train_loss, native.evaluate(&point, test).loss)
         })
         .collect()
 }

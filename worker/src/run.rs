@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::DType;
 use minima_shared::{EpochLosses, TaskMetrics, TaskSpec, TaskTimings};
 
 use crate::data::Dataset;
@@ -16,8 +15,7 @@ use crate::hessian::{HessianReport, analyse, write_hessian};
 use crate::landscape::{
     self, Interpolation, Plane, SurfaceGrid, interpolate, write_interpolation, write_surface,
 };
-use crate::loss::evaluate;
-use crate::model::{Ctx, Network};
+use crate::native::Evaluator;
 use crate::output::{write_atomic, write_json};
 use crate::train::{TrainOutcome, train};
 
@@ -46,10 +44,9 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
     let training = train(spec, &data, on_epoch);
     let train_seconds = started.elapsed().as_secs_f64();
 
-    let ctx = Ctx::flex(DType::F32);
-    let initial = Network::new(&spec.model, &ctx, &training.theta_initial, false);
-    let fin = Network::new(&spec.model, &ctx, &training.theta_final, false);
-    let test = evaluate(&fin, spec.task, &data.test);
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
+    let (initial, fin) = (&training.theta_initial, &training.theta_final);
+    let test = native.evaluate(fin, &data.test);
     let hessian_started = Instant::now();
     let hessian = spec
         .analysis
@@ -79,10 +76,10 @@ pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> Task
         task_id: spec.id().to_string(),
         params: training.theta_final.len(),
         epochs: training.epochs.clone(),
-        initial_train_loss: evaluate(&initial, spec.task, &data.train).loss,
-        initial_test_loss: evaluate(&initial, spec.task, &data.test).loss,
-        train_loss: evaluate(&fin, spec.task, &data.train).loss,
-        validation_loss: evaluate(&fin, spec.task, &data.validation).loss,
+        initial_train_loss: native.evaluate(initial, &data.train).loss,
+        initial_test_loss: native.evaluate(initial, &data.test).loss,
+        train_loss: native.evaluate(fin, &data.train).loss,
+        validation_loss: native.evaluate(fin, &data.validation).loss,
         test_loss: test.loss,
         test_accuracy: test.accuracy,
         top_eigenvalue: report.map(|r| r.top_eigenvalues[0].eigenvalue),

@@ -1,13 +1,15 @@
 //! Training with the study's protocol: shuffled mini-batches, dropout,
-//! AdamW with global gradient-norm clipping, f32 like PyTorch.
+//! AdamW with global gradient-norm clipping, f32 like PyTorch. Steps run on
+//! burn's autodiff; the validation loss of each epoch on the native models.
 
 use burn::tensor::DType;
 use minima_shared::{EpochLosses, TaskSpec};
 use tracing::{debug, info};
 
 use crate::data::Dataset;
-use crate::loss::{batch_loss, evaluate};
+use crate::loss::batch_loss;
 use crate::model::{Ctx, Dropout, Layout, Network};
+use crate::native::Evaluator;
 use crate::optim::AdamW;
 use crate::rng::Rng;
 
@@ -33,7 +35,7 @@ pub fn train(
     let mut shuffle = Rng::stream(spec.seed, "shuffle");
     let mut dropout_rng = Rng::stream(spec.seed, "dropout");
     let train_ctx = Ctx::flex_autodiff(DType::F32);
-    let eval_ctx = Ctx::flex(DType::F32);
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     let n = data.train.len();
 
     let mut epochs = Vec::with_capacity(spec.train.epochs);
@@ -55,11 +57,10 @@ pub fn train(
             loss_sum += loss * batch.len() as f64;
         }
 
-        let net = Network::new(&spec.model, &eval_ctx, &theta, false);
         let losses = EpochLosses {
             epoch,
             train_loss: loss_sum / n as f64,
-            validation_loss: evaluate(&net, spec.task, &data.validation).loss,
+            validation_loss: native.evaluate(&theta, &data.validation).loss,
         };
         info!(
             epoch,

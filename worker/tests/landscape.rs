@@ -1,12 +1,11 @@
 //! The 2-D loss surface: filter normalisation, grid layout and chunking.
 
-use burn::tensor::DType;
 use minima_shared::task::SurfaceSpec;
 use minima_shared::{Sweep, TaskSpec};
 use minima_worker::data::Dataset;
 use minima_worker::landscape::{Plane, axis, filter_normalised_direction, surface, surface_points};
-use minima_worker::loss::evaluate;
-use minima_worker::model::{Ctx, Layout, Network, ParamKind};
+use minima_worker::model::{Layout, ParamKind};
+use minima_worker::native::Evaluator;
 use minima_worker::rng::Rng;
 use minima_worker::train::train;
 
@@ -79,12 +78,13 @@ fn the_centre_of_the_grid_is_the_trained_model() {
     };
     let (plane, grid) = surface(&spec, &data, &theta, &s);
     assert_eq!(grid.xs, [-1.0, 0.0, 1.0]);
-    let net = Network::new(&spec.model, &Ctx::flex(DType::F32), &theta, false);
+    // Exactly the loss a task reports for its trained model.
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     assert_eq!(
         grid.train[4],
-        evaluate(&net, spec.task, &data.train.head(100)).loss
+        native.evaluate(&theta, &data.train.head(100)).loss
     );
-    assert_eq!(grid.test[4], evaluate(&net, spec.task, &data.test).loss);
+    assert_eq!(grid.test[4], native.evaluate(&theta, &data.test).loss);
     assert!(
         plane.cosine.abs() < 0.5,
         "random directions are far from parallel: {}",
@@ -103,7 +103,7 @@ fn a_non_square_grid_is_laid_out_row_by_y_and_column_by_x() {
     let xs = [-0.5, 0.25, 1.0];
     let ys = [0.0, 0.75];
     let grid = surface_points(&spec, &train, &data.test, &theta, &plane, &xs, &ys, 0..6);
-    let ctx = Ctx::flex(DType::F32);
+    let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     for (j, &y) in ys.iter().enumerate() {
         for (i, &x) in xs.iter().enumerate() {
             let point: Vec<f32> = theta
@@ -111,10 +111,9 @@ fn a_non_square_grid_is_laid_out_row_by_y_and_column_by_x() {
                 .zip(plane.delta.iter().zip(&plane.eta))
                 .map(|(&t, (d, e))| (f64::from(t) + x * d + y * e) as f32)
                 .collect();
-            let net = Network::new(&spec.model, &ctx, &point, false);
             assert_eq!(
                 grid[j * 3 + i].0,
-                evaluate(&net, spec.task, &train).loss,
+                native.evaluate(&point, &train).loss,
                 "x {x}, y {y}"
             );
         }
