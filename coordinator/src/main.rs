@@ -74,6 +74,11 @@ struct Cli {
     /// CPU-kernel threads per local worker [default: 1].
     #[arg(long)]
     threads_per_worker: Option<usize>,
+    /// Where local workers train: cpu, cuda:N (build feature `cuda`),
+    /// libtorch or libtorch:cuda:N (feature `libtorch`) [default: cpu].
+    /// Several local workers may share one GPU.
+    #[arg(long)]
+    worker_device: Option<String>,
     /// Address workers connect to; port 0 picks a free one. Anything but
     /// loopback requires a token [default: 127.0.0.1:0].
     #[arg(long)]
@@ -119,6 +124,7 @@ impl Cli {
             db: self.db.clone(),
             local_workers: self.local_workers,
             threads_per_worker: self.threads_per_worker,
+            worker_device: self.worker_device.clone(),
             token: self.token.clone(),
             lease_timeout_ms: self.lease_timeout_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
@@ -143,6 +149,8 @@ struct WorkerProcess {
     name: String,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long)]
     tls_ca: Option<PathBuf>,
 }
@@ -180,17 +188,25 @@ fn main() -> ExitCode {
 fn worker_process() -> ExitCode {
     let args = WorkerProcess::parse_from(std::env::args().skip(1));
     let _ = init_logging("text");
-    let options = minima_worker::client::ClientOptions {
-        url: args.coordinator,
-        token: std::env::var("MINIMA_TOKEN").ok().filter(|t| !t.is_empty()),
-        tls_ca: args.tls_ca,
-        name: args.name,
-        threads: args.threads.max(1),
-        exit_when_done: true,
-    };
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(minima_worker::client::serve(options)));
+    let device = args
+        .device
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--device: {e}"));
+    let result = device.and_then(|device| {
+        let options = minima_worker::client::ClientOptions {
+            url: args.coordinator,
+            token: std::env::var("MINIMA_TOKEN").ok().filter(|t| !t.is_empty()),
+            tls_ca: args.tls_ca,
+            name: args.name,
+            threads: args.threads.max(1),
+            device,
+            slots: 1,
+            exit_when_done: true,
+        };
+        tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(minima_worker::client::serve(options)))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -231,6 +247,7 @@ fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             .local_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         threads_per_worker: settings.threads_per_worker,
+        worker_device: settings.worker_device.clone(),
         token: settings.token.clone(),
         policy: settings.policy(),
         heartbeat_interval_ms: settings.heartbeat_interval_ms(),

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub local_workers: usize,
     /// CPU-kernel threads of each local worker.
     pub threads_per_worker: usize,
+    /// Where local workers train (`--device` of the worker).
+    pub worker_device: String,
     /// Shared secret every worker must present.
     pub token: Option<String>,
     pub policy: Policy,
@@ -344,6 +346,8 @@ impl LocalWorkers {
             url.to_string(),
             "--threads".to_string(),
             options.threads_per_worker.to_string(),
+            "--device".to_string(),
+            options.worker_device.clone(),
         ];
         // Local workers trust the coordinator's own certificate.
         if let Some((cert, _)) = &options.tls {

@@ -23,6 +23,8 @@ use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use minima_worker::device::TrainDevice;
+
 use crate::store::Policy;
 
 /// Every setting, after layering. Keys of the settings file are these
@@ -39,6 +41,8 @@ pub struct Settings {
     /// Local worker processes; one per core when unset.
     pub local_workers: Option<usize>,
     pub threads_per_worker: usize,
+    /// Where local workers train: cpu, cuda:N or libtorch[:cuda:N].
+    pub worker_device: String,
     /// Shared secret every worker presents.
     pub token: Option<String>,
     pub lease_timeout_ms: i64,
@@ -58,12 +62,13 @@ pub struct Settings {
 }
 
 /// The keys, for the environment variables they accept.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "listen",
     "out",
     "db",
     "local_workers",
     "threads_per_worker",
+    "worker_device",
     "token",
     "lease_timeout_ms",
     "heartbeat_interval_ms",
@@ -83,6 +88,7 @@ pub struct Flags {
     pub db: Option<PathBuf>,
     pub local_workers: Option<usize>,
     pub threads_per_worker: Option<usize>,
+    pub worker_device: Option<String>,
     pub token: Option<String>,
     pub lease_timeout_ms: Option<i64>,
     pub heartbeat_interval_ms: Option<i64>,
@@ -106,6 +112,7 @@ impl Settings {
             .set_default("listen", "127.0.0.1:0")?
             .set_default("out", "results")?
             .set_default("threads_per_worker", 1)?
+            .set_default("worker_device", "cpu")?
             .set_default("lease_timeout_ms", 15_000)?
             .set_default("max_attempts", 3)?
             .set_default("backoff_ms", 1_000)?
@@ -144,6 +151,7 @@ impl Settings {
                 "threads_per_worker",
                 flags.threads_per_worker.map(|n| n as u64),
             )?
+            .set_override_option("worker_device", flags.worker_device.clone())?
             .set_override_option("token", flags.token.clone())?
             .set_override_option("lease_timeout_ms", flags.lease_timeout_ms)?
             .set_override_option("heartbeat_interval_ms", flags.heartbeat_interval_ms)?
@@ -164,6 +172,9 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         if self.threads_per_worker == 0 {
             bail!("threads_per_worker (--threads-per-worker): must be at least 1");
+        }
+        if let Err(e) = self.worker_device.parse::<TrainDevice>() {
+            bail!("worker_device (--worker-device): {e}");
         }
         if self.lease_timeout_ms < 100 {
             bail!(

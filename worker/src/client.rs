@@ -1,6 +1,8 @@
-//! A worker joined to a coordinator over gRPC: it pulls one task at a time,
-//! renews its lease from a task of its own while training runs on a
-//! blocking thread, and uploads the task folder's files with the result.
+//! A worker joined to a coordinator over gRPC: each of its slots pulls one
+//! task at a time, renews its lease from a task of its own while training
+//! runs on a blocking thread, and uploads the task folder's files with the
+//! result. Slots share the process (and its GPU, when training runs on one)
+//! but register separately, so the coordinator accounts for each as a worker.
 //!
 //! A coordinator that cannot be reached is retried with backoff, and the
 //! worker registers again when it comes back. On Ctrl-C or SIGTERM the
@@ -23,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::{info, warn};
 
+use crate::device::TrainDevice;
 use crate::run::{run_task, write_task_folder};
 
 /// How a worker joins.
@@ -33,8 +36,12 @@ pub struct ClientOptions {
     /// Certificate (PEM) to trust for an `https://` coordinator.
     pub tls_ca: Option<std::path::PathBuf>,
     pub name: String,
-    /// CPU-kernel threads for training.
+    /// CPU-kernel threads of each task.
     pub threads: usize,
+    /// Where training runs.
+    pub device: TrainDevice,
+    /// Tasks run at once; each slot registers as `<name>/<k>` when above 1.
+    pub slots: usize,
     /// Exit once the coordinator says the sweep is done (local workers);
     /// otherwise keep asking for work.
     pub exit_when_done: bool,
@@ -102,8 +109,8 @@ async fn connect(options: &ClientOptions) -> anyhow::Result<Session> {
             let reply = client
                 .register(RegisterRequest {
                     name: options.name.clone(),
-                    device: "cpu".into(),
-                    backend: "flex".into(),
+                    device: options.device.to_string(),
+                    backend: options.device.backend().into(),
                     slots: 1,
                 })
                 .await?
@@ -137,8 +144,9 @@ async fn connect(options: &ClientOptions) -> anyhow::Result<Session> {
     }
 }
 
-/// Serves the coordinator until the sweep is done (with `exit_when_done`)
-/// or the process is asked to stop.
+/// Serves the coordinator with every slot until the sweep is done (with
+/// `exit_when_done`) or the process is asked to stop. A slot that ends in an
+/// error (a refused token, say) stops the others, which give their tasks back.
 pub async fn serve(options: ClientOptions) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
@@ -147,6 +155,31 @@ pub async fn serve(options: ClientOptions) -> anyhow::Result<()> {
         stopping.store(true, Ordering::SeqCst);
     });
 
+    let slots = options.slots.max(1);
+    let mut running = tokio::task::JoinSet::new();
+    for k in 0..slots {
+        let mut options = options.clone();
+        if slots > 1 {
+            options.name = format!("{}/{k}", options.name);
+        }
+        let stop = stop.clone();
+        running.spawn(async move { serve_slot(options, stop).await });
+    }
+    let mut first_error = None;
+    while let Some(joined) = running.join_next().await {
+        let error = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => anyhow!("a worker slot ended abnormally: {e}"),
+        };
+        stop.store(true, Ordering::SeqCst);
+        first_error.get_or_insert(error);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One slot: leases, trains and reports tasks one at a time.
+async fn serve_slot(options: ClientOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut session = connect(&options).await?;
     while !stop.load(Ordering::SeqCst) {
         let reply = session
@@ -258,12 +291,12 @@ async fn run_assignment(
         })
     };
 
-    let threads = options.threads;
+    let (threads, device) = (options.threads, options.device);
     let (lease_id, spec_for_training) = (a.lease_id.clone(), spec.clone());
     let training = tokio::task::spawn_blocking(move || {
         crate::with_compute_threads(threads, || {
             catch_unwind(AssertUnwindSafe(|| {
-                train_and_collect(&spec_for_training, &lease_id, &progress_tx)
+                train_and_collect(&spec_for_training, device, &lease_id, &progress_tx)
             }))
         })
     });
@@ -359,11 +392,12 @@ where
 /// Runs the task and returns its metrics and the files of its folder.
 fn train_and_collect(
     spec: &TaskSpec,
+    device: TrainDevice,
     lease_id: &str,
     progress: &tokio::sync::mpsc::UnboundedSender<ProgressRequest>,
 ) -> anyhow::Result<(String, Vec<Artifact>)> {
     let task_id = spec.id().to_string();
-    let report = run_task(spec, &mut |e| {
+    let report = run_task(spec, device, &mut |e| {
         let _ = progress.send(ProgressRequest {
             lease_id: lease_id.to_string(),
             task_id: task_id.clone(),

@@ -2,6 +2,7 @@
 //!
 //! - [`rng`]: the portable generator behind every random draw.
 //! - [`data`]: the two toy data sets, their splits and `.npy` export.
+//! - [`device`]: where training runs (CPU, CUDA, LibTorch).
 //! - [`model`]: LSTM, GRU and Transformer as functions of a flat parameter
 //!   vector laid out like PyTorch's `state_dict`.
 //! - [`loss`]: the study's losses and whole-split evaluation.
@@ -18,6 +19,7 @@
 
 pub mod client;
 pub mod data;
+pub mod device;
 pub mod export;
 pub mod hessian;
 pub mod landscape;

@@ -11,6 +11,7 @@ use minima_shared::sweep::{DataFile, TrainFile};
 use minima_shared::{GridFile, SweepError, SweepFile, TaskSpec};
 use minima_worker::client::{ClientOptions, serve};
 use minima_worker::data::Dataset;
+use minima_worker::device::{DeviceError, TrainDevice};
 use minima_worker::run::{run_task, write_task_folder};
 use minima_worker::with_compute_threads;
 
@@ -39,6 +40,14 @@ struct Cli {
     /// Threads for the CPU kernels of each task.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Where training runs: cpu, cuda:N (feature `cuda`), libtorch or
+    /// libtorch:cuda:N (feature `libtorch`). The analyses run on the CPU.
+    #[arg(long, env = "MINIMA_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Tasks run at once by this process (several per GPU pay off: the
+    /// study's models are too small to fill one).
+    #[arg(long, env = "MINIMA_SLOTS", default_value_t = 1)]
+    slots: usize,
     /// Exit when the coordinator's sweep is done instead of waiting for more.
     #[arg(long)]
     exit_when_done: bool,
@@ -96,21 +105,17 @@ struct RunArgs {
     /// Threads for the CPU kernels.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Where training runs: cpu, cuda:N, libtorch or libtorch:cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(&cli.log_format);
-    let result = match (cli.command, cli.coordinator) {
+    let result = match (cli.command.take(), cli.coordinator.take()) {
         (Some(Command::Run(args)), None) => run(args),
-        (None, Some(url)) => join(ClientOptions {
-            url,
-            token: cli.token,
-            tls_ca: cli.tls_ca,
-            name: cli.name.unwrap_or_else(host_name),
-            threads: cli.threads.max(1),
-            exit_when_done: cli.exit_when_done,
-        }),
+        (None, Some(url)) => worker_options(url, &cli).and_then(join),
         (Some(_), Some(_)) => Err(anyhow::anyhow!(
             "--coordinator: not with `run`, which needs no coordinator"
         )),
@@ -125,6 +130,28 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The options of `worker --coordinator URL`, with every flag checked.
+fn worker_options(url: String, cli: &Cli) -> anyhow::Result<ClientOptions> {
+    if cli.slots == 0 {
+        anyhow::bail!("--slots: must be at least 1");
+    }
+    Ok(ClientOptions {
+        url,
+        token: cli.token.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        name: cli.name.clone().unwrap_or_else(host_name),
+        threads: cli.threads.max(1),
+        device: parse_device(&cli.device)?,
+        slots: cli.slots,
+        exit_when_done: cli.exit_when_done,
+    })
+}
+
+fn parse_device(text: &str) -> anyhow::Result<TrainDevice> {
+    text.parse()
+        .map_err(|e: DeviceError| anyhow::anyhow!("--device: {e}"))
 }
 
 fn init_logging(format: &str) {
@@ -156,6 +183,7 @@ fn join(options: ClientOptions) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = task_from_args(&args)?;
+    let device = parse_device(&args.device)?;
     let out = args
         .out
         .clone()
@@ -163,14 +191,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let model = spec.model;
     eprintln!(
-        "training {} ({} parameters) on {} for {} epochs",
+        "training {} ({} parameters) on {} for {} epochs on {device}",
         model.label(),
         model.param_count(),
         spec.task,
         spec.train.epochs
     );
     let report = with_compute_threads(args.threads, || {
-        run_task(&spec, &mut |e| {
+        run_task(&spec, device, &mut |e| {
             eprintln!(
                 "epoch {:>3}/{}  train loss {:.6}  validation loss {:.6}",
                 e.epoch, spec.train.epochs, e.train_loss, e.validation_loss

@@ -9,6 +9,7 @@ use anyhow::Context;
 use minima_shared::{EpochLosses, TaskMetrics, TaskSpec, TaskTimings};
 
 use crate::data::Dataset;
+use crate::device::TrainDevice;
 use crate::export::write_safetensors;
 use crate::hessian::spectrum::Density;
 use crate::hessian::{HessianReport, analyse, write_hessian};
@@ -37,11 +38,16 @@ pub struct TaskReport {
 }
 
 /// Runs a task: generates its data, trains, evaluates the initial and final
-/// weights and analyses the minimum. `on_epoch` hears of each finished epoch.
-pub fn run_task(spec: &TaskSpec, on_epoch: &mut dyn FnMut(&EpochLosses)) -> TaskReport {
+/// weights and analyses the minimum. Training runs on `device`, the analyses
+/// on the CPU. `on_epoch` hears of each finished epoch.
+pub fn run_task(
+    spec: &TaskSpec,
+    device: TrainDevice,
+    on_epoch: &mut dyn FnMut(&EpochLosses),
+) -> TaskReport {
     let started = Instant::now();
     let data = Dataset::generate(spec.task, &spec.data);
-    let training = train(spec, &data, on_epoch);
+    let training = train(spec, &data, device, on_epoch);
     let train_seconds = started.elapsed().as_secs_f64();
 
     let mut native = Evaluator::<f32>::new(&spec.model, spec.task);

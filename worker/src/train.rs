@@ -2,11 +2,11 @@
 //! AdamW with global gradient-norm clipping, f32 like PyTorch. Steps run on
 //! burn's autodiff; the validation loss of each epoch on the native models.
 
-use burn::tensor::DType;
 use minima_shared::{EpochLosses, TaskSpec};
 use tracing::{debug, info};
 
 use crate::data::Dataset;
+use crate::device::TrainDevice;
 use crate::loss::batch_loss;
 use crate::model::{Ctx, Dropout, Layout, Network};
 use crate::native::Evaluator;
@@ -21,11 +21,12 @@ pub struct TrainOutcome {
     pub epochs: Vec<EpochLosses>,
 }
 
-/// Trains the task's model on `data.train` and reports each epoch to
-/// `on_epoch` as it ends.
+/// Trains the task's model on `data.train` on `device` and reports each
+/// epoch to `on_epoch` as it ends.
 pub fn train(
     spec: &TaskSpec,
     data: &Dataset,
+    device: TrainDevice,
     on_epoch: &mut dyn FnMut(&EpochLosses),
 ) -> TrainOutcome {
     let layout = Layout::for_model(&spec.model);
@@ -34,7 +35,7 @@ pub fn train(
     let mut optimizer = AdamW::new(layout.len, &spec.train);
     let mut shuffle = Rng::stream(spec.seed, "shuffle");
     let mut dropout_rng = Rng::stream(spec.seed, "dropout");
-    let train_ctx = Ctx::flex_autodiff(DType::F32);
+    let train_ctx = device.training_context();
     let mut native = Evaluator::<f32>::new(&spec.model, spec.task);
     let n = data.train.len();
 

@@ -3,6 +3,7 @@
 use minima_shared::task::SurfaceSpec;
 use minima_shared::{Sweep, TaskSpec};
 use minima_worker::data::Dataset;
+use minima_worker::device::TrainDevice;
 use minima_worker::landscape::{Plane, axis, filter_normalised_direction, surface, surface_points};
 use minima_worker::model::{Layout, ParamKind};
 use minima_worker::native::Evaluator;
@@ -26,7 +27,7 @@ grid:
     .tasks
     .remove(0);
     let data = Dataset::generate(spec.task, &spec.data);
-    let theta = train(&spec, &data, &mut |_| {}).theta_final;
+    let theta = train(&spec, &data, TrainDevice::Cpu, &mut |_| {}).theta_final;
     (spec, data, theta)
 }
 

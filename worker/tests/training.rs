@@ -2,6 +2,7 @@
 //! configuration, and its folder holds what it promises.
 
 use minima_shared::{Sweep, TaskSpec};
+use minima_worker::device::TrainDevice;
 use minima_worker::run::{read_finished, run_task, write_task_folder};
 
 /// One small task per family: 600 sequences, 2 epochs, a light Hessian.
@@ -27,7 +28,7 @@ grid:
 #[test]
 fn a_short_run_lowers_the_training_loss() {
     for spec in tasks() {
-        let report = run_task(&spec, &mut |_| {});
+        let report = run_task(&spec, TrainDevice::Cpu, &mut |_| {});
         let m = &report.metrics;
         assert!(
             m.train_loss < m.initial_train_loss,
@@ -65,7 +66,7 @@ grid:
     .unwrap()
     .tasks
     .remove(0);
-    let m = run_task(&spec, &mut |_| {}).metrics;
+    let m = run_task(&spec, TrainDevice::Cpu, &mut |_| {}).metrics;
     assert!(
         m.train_loss < m.initial_train_loss,
         "{} -> {}",
@@ -79,8 +80,8 @@ grid:
 #[test]
 fn the_same_task_twice_gives_bit_identical_results() {
     for spec in tasks() {
-        let a = run_task(&spec, &mut |_| {});
-        let b = run_task(&spec, &mut |_| {});
+        let a = run_task(&spec, TrainDevice::Cpu, &mut |_| {});
+        let b = run_task(&spec, TrainDevice::Cpu, &mut |_| {});
         assert_eq!(a.metrics, b.metrics, "{}", spec.model.label());
         assert_eq!(
             a.training.theta_final,
@@ -91,7 +92,7 @@ fn the_same_task_twice_gives_bit_identical_results() {
         // and another seed is another run
         let mut other = spec.clone();
         other.seed += 1;
-        let c = run_task(&other, &mut |_| {});
+        let c = run_task(&other, TrainDevice::Cpu, &mut |_| {});
         assert_ne!(a.training.theta_initial, c.training.theta_initial);
     }
 }
@@ -99,7 +100,7 @@ fn the_same_task_twice_gives_bit_identical_results() {
 #[test]
 fn a_task_folder_holds_metrics_losses_and_both_weights() {
     let spec = tasks().remove(2);
-    let report = run_task(&spec, &mut |_| {});
+    let report = run_task(&spec, TrainDevice::Cpu, &mut |_| {});
     let dir = tempfile::tempdir().unwrap();
     write_task_folder(dir.path(), &spec, &report).unwrap();
     for file in [
@@ -143,7 +144,7 @@ fn a_task_folder_holds_metrics_losses_and_both_weights() {
 #[test]
 fn interpolation_ends_are_the_initial_and_final_losses() {
     let spec = tasks().remove(0);
-    let report = run_task(&spec, &mut |_| {});
+    let report = run_task(&spec, TrainDevice::Cpu, &mut |_| {});
     let line = report.interpolation.expect("the task asks for it");
     assert_eq!(line.alphas, [-0.5, 0.0, 0.5, 1.0, 1.5]);
     let m = &report.metrics;
