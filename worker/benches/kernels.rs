@@ -7,7 +7,8 @@
 //! Columns: the median time of a training step (batch 10, dropout on, AdamW,
 //! clipping; burn), and over 500 samples with the native models of a
 //! gradient (f32), of one loss evaluation (f32, a surface point), of a
-//! gradient in f64 and of a Hessian-vector product (two f64 gradients);
+//! gradient in f64 and of a Hessian-vector product (forward differences: one
+//! f64 gradient, beside the gradient at theta computed once);
 //! then burn's f32 gradient and loss evaluation over 500 samples for
 //! comparison. Milliseconds, single-threaded.
 

@@ -12,7 +12,7 @@ use minima_worker::hessian::spectrum::{
     Operator, hutchinson_trace, lanczos, rademacher, spectral_density, top_eigenvalues, trapezoid,
 };
 use minima_worker::hessian::{
-    AdaptiveHessian, FiniteDifferenceHessian, Gradient, LossFunction, magnitudes,
+    AdaptiveHessian, FiniteDifferenceHessian, Gradient, LossFunction, Scheme, magnitudes,
 };
 use minima_worker::loss::evaluate;
 use minima_worker::model::{Ctx, Layout, Network};
@@ -68,14 +68,17 @@ fn quadratic_loss_matches_its_closed_form() {
     let reference = Quadratic::new(&values);
     let mut rng = Rng::new(1);
     let theta: Vec<f64> = (0..30).map(|_| rng.normal()).collect();
-    let mut op = FiniteDifferenceHessian::new(&mut quadratic, theta);
-
-    // H v = A v, up to rounding of the differences.
+    // H v = A v, up to rounding of the differences: about eps |g| / h,
+    // with h = eps^(1/3) (central) and eps^(1/2) (forward).
     let v: Vec<f64> = (0..30).map(|_| rng.normal()).collect();
-    let hv = op.apply(&v);
     let av = reference.times(&v);
-    let err = norm(&hv.iter().zip(&av).map(|(a, b)| a - b).collect::<Vec<_>>()) / norm(&av);
-    assert!(err < 1e-8, "H v off by {err:e}");
+    for (scheme, tolerance) in [(Scheme::Central, 1e-8), (Scheme::Forward, 1e-6)] {
+        let mut op = FiniteDifferenceHessian::with_scheme(&mut quadratic, theta.clone(), scheme);
+        let hv = op.apply(&v);
+        let err = norm(&hv.iter().zip(&av).map(|(a, b)| a - b).collect::<Vec<_>>()) / norm(&av);
+        assert!(err < tolerance, "{scheme:?}: H v off by {err:e}");
+    }
+    let mut op = FiniteDifferenceHessian::new(&mut quadratic, theta);
 
     let top = top_eigenvalues(&mut op, 2, 1000, 1e-9, &mut rng);
     assert!(
@@ -235,17 +238,23 @@ fn hessian_vector_products_agree_with_independent_computations() {
     let mut v: Vec<f64> = (0..theta.len()).map(|_| rng.normal()).collect();
     normalize(&mut v);
 
+    let relative = |a: &[f64], b: &[f64]| {
+        let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+        norm(&diff) / norm(b)
+    };
     let mut op = FiniteDifferenceHessian::new(&mut function, theta.clone());
     let hv = op.apply(&v);
-    // Another step, ten times smaller: truncation and rounding both change.
-    op.step /= 10.0;
-    let hv_small = op.apply(&v);
-    let diff: Vec<f64> = hv.iter().zip(&hv_small).map(|(a, b)| a - b).collect();
-    assert!(
-        norm(&diff) / norm(&hv) < 1e-5,
-        "steps disagree by {:e}",
-        norm(&diff) / norm(&hv)
-    );
+    // The other scheme, with its own step, and it again with a step ten
+    // times smaller: truncation and rounding all change.
+    let mut central =
+        FiniteDifferenceHessian::with_scheme(&mut function, theta.clone(), Scheme::Central);
+    let hv_central = central.apply(&v);
+    central.step /= 10.0;
+    let hv_small = central.apply(&v);
+    let schemes = relative(&hv, &hv_central);
+    assert!(schemes < 1e-5, "schemes disagree by {schemes:e}");
+    let steps = relative(&hv_small, &hv_central);
+    assert!(steps < 1e-5, "steps disagree by {steps:e}");
 
     // Second differences of the loss alone, from burn's forward pass (no
     // gradient code, and not the native models the products come from):
@@ -337,4 +346,78 @@ fn adaptive_sharpness_is_unchanged_by_a_function_preserving_rescaling() {
         (adaptive1 - adaptive2).abs() < 1e-4 * adaptive1.abs(),
         "adaptive top eigenvalue {adaptive1} vs {adaptive2}"
     );
+}
+
+/// Frozen ReLU patterns change nothing at the point they were taken at,
+/// and keep finite differences on the smooth piece of the loss that point
+/// lies on. A kink is put 1e-7 away on purpose: one sequence, and a
+/// feed-forward bias moved until its unit has just switched on (the bias's
+/// derivative is zero exactly while the unit is off). Central differences
+/// with the default step (about 6e-6) along that bias jump the kink; with
+/// the patterns frozen they agree with a step too small to reach it.
+#[test]
+fn frozen_activation_patterns_keep_products_off_the_kinks() {
+    // d = 8: with d = 2 a LayerNorm's output is always (-1, 1) and the
+    // unit would hardly move the loss.
+    let (spec, data, mut theta) = network(8);
+    let data = data.head(1);
+    let layout = Layout::for_model(&spec);
+    let bias = layout
+        .entries
+        .iter()
+        .find(|e| e.name.ends_with("layers.0.linear1.bias"))
+        .expect("the feed-forward bias")
+        .offset;
+    let mut function = LossFunction::new(&spec, TaskKind::SequenceClassification, data.clone());
+    let mut slope_at = |b: f64, theta: &mut Vec<f64>| {
+        theta[bias] = b;
+        function.gradient(theta)[bias]
+    };
+    // Bisect the bias between off (slope 0) and on.
+    let (mut off, mut on) = (-50.0, 50.0);
+    assert_eq!(slope_at(off, &mut theta), 0.0, "the unit is off far below");
+    assert_ne!(slope_at(on, &mut theta), 0.0, "the unit is on far above");
+    for _ in 0..200 {
+        let mid = 0.5 * (off + on);
+        if slope_at(mid, &mut theta) == 0.0 {
+            off = mid;
+        } else {
+            on = mid;
+        }
+    }
+    theta[bias] = on + 1e-7;
+    let mut e = vec![0.0; theta.len()];
+    e[bias] = 1.0;
+
+    let mut free = LossFunction::new(&spec, TaskKind::SequenceClassification, data.clone());
+    let mut frozen = LossFunction::new(&spec, TaskKind::SequenceClassification, data);
+    frozen.freeze_at(&theta);
+    assert_eq!(free.loss(&theta), frozen.loss(&theta));
+    assert_eq!(free.gradient(&theta), frozen.gradient(&theta));
+
+    // On a smooth piece, a quarter of the step changes a central product
+    // by O(h^2); across a kink the jump term grows as 1/h.
+    let spread = |function: &mut LossFunction| {
+        let mut op = FiniteDifferenceHessian::with_scheme(function, theta.clone(), Scheme::Central);
+        let a = op.apply(&e);
+        op.step /= 4.0;
+        let b = op.apply(&e);
+        let diff: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        (norm(&diff) / norm(&b), a)
+    };
+    let (jumped, free_product) = spread(&mut free);
+    let (kept, frozen_product) = spread(&mut frozen);
+    // (3/4 for a pure jump: the product of the smaller step is 4 times larger.)
+    assert!(jumped > 0.5, "the free product did not cross the kink: {jumped:e}");
+    assert!(kept < 1e-6, "frozen products of two steps differ by {kept:e}");
+    assert!(
+        free_product[bias].abs() > 1e3 * frozen_product[bias].abs(),
+        "jump {:e} vs curvature {:e}",
+        free_product[bias],
+        frozen_product[bias]
+    );
+    let forward = FiniteDifferenceHessian::new(&mut frozen, theta.clone()).apply(&e);
+    let diff: Vec<f64> = forward.iter().zip(&frozen_product).map(|(x, y)| x - y).collect();
+    let schemes = norm(&diff) / norm(&frozen_product);
+    assert!(schemes < 1e-4, "frozen forward and central products differ by {schemes:e}");
 }

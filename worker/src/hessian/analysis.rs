@@ -27,10 +27,11 @@ pub fn analyse(
     let mut function = LossFunction::new(&spec.model, spec.task, data.train.head(h.samples));
     let theta: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
     let loss = function.loss(&theta);
+    function.freeze_at(&theta);
     let seed = spec.seed;
     let mut rng = Rng::stream(seed, "hessian");
     let mut op = FiniteDifferenceHessian::new(&mut function, theta.clone());
-    let step = op.step;
+    let (step, method) = (op.step, op.scheme.describe());
 
     let top = spectrum::top_eigenvalues(
         &mut op,
@@ -89,7 +90,7 @@ pub fn analyse(
     let report = HessianReport {
         samples: h.samples.min(data.train.len()),
         loss,
-        method: "central differences of f64 gradients",
+        method,
         step,
         seed,
         power_tolerance: h.tolerance,

@@ -1,17 +1,31 @@
 //! Sharpness of a reached minimum: the Hessian of the training loss.
 //!
-//! burn's autodiff is first order, so Hessian-vector products are central
-//! differences of exact gradients evaluated in f64:
+//! burn's autodiff is first order, so Hessian-vector products are finite
+//! differences of exact gradients evaluated in f64, along the unit direction
+//! `u = v / |v|`. Two schemes:
 //!
-//! `H v ~ |v| (g(theta + h u) - g(theta - h u)) / 2h`, with `u = v / |v|`.
+//! - [`Scheme::Forward`] (the default): `H v ~ |v| (g(theta + h u) - g(theta)) / h`
+//!   with `g(theta)` computed once per operator, so a product costs one
+//!   gradient. Truncation error `O(h)` times the third derivative, rounding
+//!   about `delta |g| / h` with `delta` the relative rounding of a gradient;
+//!   `h = sqrt(eps) max(1, rms(theta))` (about 1.5e-8). Measured on trained
+//!   Table I models (`benches/fd_accuracy.rs`, docs/benchmarks.md): within
+//!   5e-6 relative of central differences, whose own error is below 1e-7.
+//! - [`Scheme::Central`]: `H v ~ |v| (g(theta + h u) - g(theta - h u)) / 2h`,
+//!   two gradients a product; error `O(h^2)`, `h = eps^(1/3) max(1,
+//!   rms(theta))` (about 6e-6). In PyTorch, f64, steps of 1e-5 to 1e-6 along
+//!   a unit direction agree with exact double-backward products to 1e-7 to
+//!   1e-10 relative; steps of 1e-3 cross the ReLU kinks of the Transformer's
+//!   feed-forward layers and are useless, which is why f32 (whose rounding
+//!   forces such steps) is not used here.
 //!
-//! The truncation error is `O(h^2)` times the third derivative and the
-//! rounding error about `eps |g| / h`; `h = eps^(1/3) max(1, rms(theta))`
-//! (about 6e-6 for the study's weights) balances the two. In PyTorch, f64,
-//! steps of 1e-5 to 1e-6 along a unit direction agree with exact
-//! double-backward products to 1e-7 to 1e-10 relative; steps of 1e-3 cross
-//! the ReLU kinks of the Transformer's feed-forward layers and are useless,
-//! which is why f32 (whose rounding forces such steps) is not used here.
+//! Even steps of 1e-6 cross ReLU kinks of the deep Transformers: on a
+//! trained 11-layer d = 32 model, central products with the default step and
+//! a quarter of it differed by 75 %. [`LossFunction::freeze_at`] therefore
+//! keeps the ReLUs' activation patterns of `theta` for every evaluation, so
+//! the differences stay on the smooth piece `theta` lies on and converge to
+//! the Hessian double-backward computes (ReLU'' = 0): the same two steps
+//! then agree to 1.5e-8.
 //!
 //! - [`analyse`]: the whole analysis of a trained model, as a task runs it.
 //! - [`spectrum`]: power iteration, Lanczos, Hutchinson and stochastic
@@ -58,6 +72,15 @@ impl LossFunction {
         }
     }
 
+    /// Keeps the ReLU activation patterns of `theta` for every later
+    /// evaluation ([`Evaluator::freeze_activation_patterns`]): finite
+    /// differences around `theta` then measure the Hessian of the piece of
+    /// the loss `theta` lies on, as double-backward does, instead of jumps
+    /// across its kinks.
+    pub fn freeze_at(&mut self, theta: &[f64]) {
+        self.native.freeze_activation_patterns(theta, &self.data);
+    }
+
     /// Mean loss at `theta`.
     pub fn loss(&mut self, theta: &[f64]) -> f64 {
         self.native.evaluate(theta, &self.data).loss
@@ -78,30 +101,63 @@ impl Gradient for LossFunction {
     }
 }
 
-/// Step of the central difference along a unit direction at `theta`.
-pub fn default_step(theta: &[f64]) -> f64 {
-    let rms = norm(theta) / (theta.len().max(1) as f64).sqrt();
-    f64::EPSILON.cbrt() * rms.max(1.0)
+/// How a Hessian-vector product is taken from gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// One gradient a product, beside the gradient at `theta` computed once.
+    Forward,
+    /// Two gradients a product, second-order accurate.
+    Central,
 }
 
-/// `v -> H v` of a [`Gradient`] at a point, by central differences.
+impl Scheme {
+    /// The step along a unit direction at `theta` that balances truncation
+    /// and rounding.
+    pub fn default_step(self, theta: &[f64]) -> f64 {
+        let rms = norm(theta) / (theta.len().max(1) as f64).sqrt();
+        let base = match self {
+            Scheme::Forward => f64::EPSILON.sqrt(),
+            Scheme::Central => f64::EPSILON.cbrt(),
+        };
+        base * rms.max(1.0)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scheme::Forward => "forward differences of f64 gradients",
+            Scheme::Central => "central differences of f64 gradients",
+        }
+    }
+}
+
+/// `v -> H v` of a [`Gradient`] at a point, by finite differences.
 pub struct FiniteDifferenceHessian<'a, G: Gradient> {
     pub function: &'a mut G,
     pub theta: Vec<f64>,
+    pub scheme: Scheme,
     /// Step along the unit direction.
     pub step: f64,
     /// Products computed so far.
     pub products: usize,
+    /// The gradient at `theta`, once the forward scheme needed it.
+    at_theta: Option<Vec<f64>>,
 }
 
 impl<'a, G: Gradient> FiniteDifferenceHessian<'a, G> {
+    /// The forward-difference operator with its default step.
     pub fn new(function: &'a mut G, theta: Vec<f64>) -> Self {
-        let step = default_step(&theta);
+        Self::with_scheme(function, theta, Scheme::Forward)
+    }
+
+    pub fn with_scheme(function: &'a mut G, theta: Vec<f64>, scheme: Scheme) -> Self {
+        let step = scheme.default_step(&theta);
         FiniteDifferenceHessian {
             function,
             theta,
+            scheme,
             step,
             products: 0,
+            at_theta: None,
         }
     }
 }
@@ -125,15 +181,21 @@ impl<G: Gradient> Operator for FiniteDifferenceHessian<'_, G> {
                 .map(|(t, x)| t + sign * h * x / size)
                 .collect()
         };
-        let (plus, minus) = (shifted(1.0), shifted(-1.0));
-        let g_plus = self.function.gradient(&plus);
-        let g_minus = self.function.gradient(&minus);
-        let factor = size / (2.0 * h);
-        g_plus
-            .iter()
-            .zip(&g_minus)
-            .map(|(a, b)| (a - b) * factor)
-            .collect()
+        let plus = self.function.gradient(&shifted(1.0));
+        let (base, factor) = match self.scheme {
+            Scheme::Forward => {
+                if self.at_theta.is_none() {
+                    self.at_theta = Some(self.function.gradient(&self.theta));
+                }
+                (self.at_theta.as_deref().unwrap_or_default(), size / h)
+            }
+            Scheme::Central => {
+                let minus = self.function.gradient(&shifted(-1.0));
+                let factor = size / (2.0 * h);
+                return plus.iter().zip(&minus).map(|(a, b)| (a - b) * factor).collect();
+            }
+        };
+        plus.iter().zip(base).map(|(a, b)| (a - b) * factor).collect()
     }
 }
 
@@ -178,7 +240,7 @@ pub struct HessianReport {
     pub samples: usize,
     pub loss: f64,
     pub method: &'static str,
-    /// Central-difference step along unit directions.
+    /// Finite-difference step along unit directions.
     pub step: f64,
     /// Seed of the random starts and probe vectors.
     pub seed: u64,

@@ -321,24 +321,6 @@ simd! {
         }
     }
 
-    /// `x = max(x, 0)` in place.
-    pub fn relu<T: Real>(x: &mut [T]) {
-        for v in x {
-            if *v < T::ZERO {
-                *v = T::ZERO;
-            }
-        }
-    }
-
-    /// `dy *= [y > 0]`: the gradient through a ReLU from its output `y`.
-    pub fn relu_backward<T: Real>(dy: &mut [T], y: &[T]) {
-        for (d, &v) in dy.iter_mut().zip(y) {
-            if v <= T::ZERO {
-                *d = T::ZERO;
-            }
-        }
-    }
-
     /// One LSTM step on `d` units of `batch` sequences each. `gates` holds
     /// the four blocks i, f, g, o (`[d, batch]` each) of the projections
     /// without `bias` (`[4d]`), and comes out as the activated gates; the

@@ -175,11 +175,34 @@ impl<T: Real> Evaluator<T> {
         );
         let count = inputs.len() / length;
         let mut all = Vec::with_capacity(count);
+        self.rewind_patterns();
         for (start, n) in chunks(count) {
             self.forward(theta, &inputs[start * length..(start + n) * length], length);
             all.extend(self.out.iter().map(|z| z.to_f64()));
         }
         all
+    }
+
+    /// Fixes the activation patterns of the Transformer's ReLUs to those at
+    /// `theta` on `split`: every later pass, which must be over the same
+    /// sequences, lets through the units that were positive there. The loss
+    /// then stays on one smooth piece around `theta`, so finite differences
+    /// of its gradients converge to the Hessian (see `hessian`). Recurrent
+    /// models are smooth; for them this does nothing.
+    pub fn freeze_activation_patterns(&mut self, theta: &[T], split: &Split) {
+        if let Buffers::Transformer(b) = &mut self.buffers {
+            b.patterns.record();
+            self.outputs(theta, &split.inputs, split.length);
+            if let Buffers::Transformer(b) = &mut self.buffers {
+                b.patterns.replay();
+            }
+        }
+    }
+
+    fn rewind_patterns(&mut self) {
+        if let Buffers::Transformer(b) = &mut self.buffers {
+            b.patterns.rewind();
+        }
     }
 
     /// Mean loss (and, for classification, accuracy) over `split`, in
@@ -238,6 +261,7 @@ impl<T: Real> Evaluator<T> {
         grad.fill(T::ZERO);
         let n = targets.len() as f64;
         let mut total = 0.0;
+        self.rewind_patterns();
         for (start, count) in chunks(targets.len()) {
             self.forward(
                 theta,

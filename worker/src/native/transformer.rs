@@ -15,7 +15,7 @@
 
 use super::kernels::{
     Mat, Real, add_assign, add_outer, add_product, add_row_dots, add_row_sums, fill_by_row, gemm,
-    layer_norm, layer_norm_backward, relu, relu_backward, softmax_across,
+    layer_norm, layer_norm_backward, softmax_across,
 };
 use super::{Params, Shape};
 
@@ -49,6 +49,8 @@ struct LayerTape<T> {
     x1: Vec<T>,
     /// `[2d][width]`: the feed-forward hidden layer after its ReLU.
     hidden: Vec<T>,
+    /// `[2d][width]`: which hidden units the ReLU let through.
+    active: Vec<bool>,
     xhat2: Vec<T>,
     rstd2: Vec<T>,
 }
@@ -80,6 +82,79 @@ pub(super) struct Transformer<T> {
     d_hidden: Vec<T>,
     d_attended: Vec<T>,
     d_qkv: Vec<T>,
+    /// ReLU activation patterns, recorded or replayed (see [`Patterns`]).
+    pub(super) patterns: Patterns,
+}
+
+/// What the feed-forward ReLUs do with their activation patterns.
+///
+/// A ReLU network is piecewise smooth: a finite difference of gradients
+/// whose step moves a pre-activation across zero picks up a jump, which
+/// does not shrink with the step. Replaying the patterns of the unshifted
+/// point keeps the whole difference on one smooth piece, where it converges
+/// to the Hessian PyTorch's double-backward computes (ReLU'' = 0).
+#[derive(Debug, Default)]
+pub(super) struct Patterns {
+    mode: PatternMode,
+    /// Every ReLU's pattern, in the order of the passes that recorded them.
+    store: Vec<bool>,
+    cursor: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum PatternMode {
+    /// Patterns follow the signs (an ordinary ReLU).
+    #[default]
+    Free,
+    Record,
+    Replay,
+}
+
+impl Patterns {
+    /// Starts a pass over the sequences the patterns were recorded on.
+    pub(super) fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// From now on, record each ReLU's pattern.
+    pub(super) fn record(&mut self) {
+        self.mode = PatternMode::Record;
+        self.store.clear();
+        self.cursor = 0;
+    }
+
+    /// From now on, replay what was recorded.
+    pub(super) fn replay(&mut self) {
+        self.mode = PatternMode::Replay;
+        self.cursor = 0;
+    }
+
+    /// The ReLU of `z` (in place) with its pattern written to `active`.
+    fn relu<T: Real>(&mut self, z: &mut [T], active: &mut Vec<bool>) {
+        active.clear();
+        match self.mode {
+            PatternMode::Free | PatternMode::Record => {
+                active.extend(z.iter().map(|&v| v > T::ZERO));
+                if self.mode == PatternMode::Record {
+                    self.store.extend_from_slice(active);
+                }
+            }
+            PatternMode::Replay => {
+                let end = self.cursor + z.len();
+                assert!(
+                    end <= self.store.len(),
+                    "activation patterns replayed on other sequences than recorded"
+                );
+                active.extend_from_slice(&self.store[self.cursor..end]);
+                self.cursor = end;
+            }
+        }
+        for (v, &on) in z.iter_mut().zip(active.iter()) {
+            if !on {
+                *v = T::ZERO;
+            }
+        }
+    }
 }
 
 fn sized<T: Real>(buffer: &mut Vec<T>, len: usize) -> &mut Vec<T> {
@@ -233,7 +308,7 @@ impl<T: Real> Transformer<T> {
                 Mat::new(&tape.x1, width),
                 true,
             );
-            relu(&mut tape.hidden);
+            self.patterns.relu(&mut tape.hidden, &mut tape.active);
             fill_by_row(sum, p.get(base + LINEAR2 + 1));
             let w2 = Mat::new(p.get(base + LINEAR2), 2 * d);
             gemm(
@@ -354,7 +429,11 @@ impl<T: Real> Transformer<T> {
         let dh = sized(&mut self.d_hidden, 2 * d * width);
         let w2 = Mat::t(p.get(base + LINEAR2), 2 * d);
         gemm(2 * d, width, d, dh, width, w2, Mat::new(dr, width), false);
-        relu_backward(dh, &tape.hidden);
+        for (g, &on) in dh.iter_mut().zip(&tape.active) {
+            if !on {
+                *g = T::ZERO;
+            }
+        }
         let gw1 = &mut grad[p.range(base + LINEAR1)];
         gemm(
             2 * d,
