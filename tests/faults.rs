@@ -241,3 +241,24 @@ fn a_coordinator_killed_mid_sweep_restarts_on_its_store_and_runs_nothing_twice()
     assert_eq!(table.lines().count(), 1 + 6, "{table}");
     assert_eq!(table, table_without_faults(dir.path(), "restart.yaml"));
 }
+
+#[test]
+fn a_worker_gives_up_on_an_unreachable_coordinator_with_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let url = "http://127.0.0.1:9";
+    let start = Instant::now();
+    let output = run(
+        "worker",
+        dir.path(),
+        &["--coordinator", url, "--give-up-after", "1"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the coordinator at http://127.0.0.1:9 (tried for 1 s)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}

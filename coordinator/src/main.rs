@@ -202,6 +202,8 @@ fn worker_process() -> ExitCode {
             device,
             slots: 1,
             exit_when_done: true,
+            // Its coordinator is its parent: it is there, or restarting.
+            give_up_after: Some(std::time::Duration::from_secs(600)),
         };
         tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

@@ -45,6 +45,9 @@ pub struct ClientOptions {
     /// Exit once the coordinator says the sweep is done (local workers);
     /// otherwise keep asking for work.
     pub exit_when_done: bool,
+    /// Give up when the coordinator has been unreachable this long; `None`
+    /// retries for ever.
+    pub give_up_after: Option<Duration>,
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -71,8 +74,10 @@ struct Session {
     heartbeat: Duration,
 }
 
-/// Connects, registering again after every loss, with backoff up to 10 s.
+/// Connects, registering again after every loss, with backoff up to 10 s,
+/// until `options.give_up_after` has passed without reaching it.
 async fn connect(options: &ClientOptions) -> anyhow::Result<Session> {
+    let started = std::time::Instant::now();
     let auth = match &options.token {
         Some(token) => Some(
             format!("Bearer {token}")
@@ -134,6 +139,15 @@ async fn connect(options: &ClientOptions) -> anyhow::Result<Session> {
                     return Err(anyhow!(
                         "the coordinator refused this worker: {}",
                         status.message()
+                    ));
+                }
+                if let Some(limit) = options.give_up_after
+                    && started.elapsed() >= limit
+                {
+                    return Err(anyhow!(
+                        "cannot reach the coordinator at {} (tried for {} s): {e:#}",
+                        options.url,
+                        limit.as_secs()
                     ));
                 }
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "coordinator unreachable");

@@ -48,6 +48,11 @@ struct Cli {
     /// study's models are too small to fill one).
     #[arg(long, env = "MINIMA_SLOTS", default_value_t = 1)]
     slots: usize,
+    /// Give up (exit 2) when the coordinator has been unreachable for this
+    /// many seconds; 0 retries for ever, for workers started long before
+    /// their coordinator.
+    #[arg(long, env = "MINIMA_GIVE_UP_AFTER", default_value_t = 600)]
+    give_up_after: u64,
     /// Exit when the coordinator's sweep is done instead of waiting for more.
     #[arg(long)]
     exit_when_done: bool,
@@ -146,6 +151,8 @@ fn worker_options(url: String, cli: &Cli) -> anyhow::Result<ClientOptions> {
         device: parse_device(&cli.device)?,
         slots: cli.slots,
         exit_when_done: cli.exit_when_done,
+        give_up_after: (cli.give_up_after > 0)
+            .then(|| std::time::Duration::from_secs(cli.give_up_after)),
     })
 }
 
