@@ -27,21 +27,23 @@ def main():
     p.add_argument("--task", default="sequence-classification")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    load = lambda name: torch.from_numpy(np.load(f"{args.data}/{name}.npy"))
+    device = torch.device(args.device)
+    load = lambda name: torch.from_numpy(np.load(f"{args.data}/{name}.npy")).to(device)
     xs, ys = load("x_train"), load("y_train")
     xv, yv = load("x_validation"), load("y_validation")
     xt, yt = load("x_test"), load("y_test")
     classify = args.task == "sequence-classification"
     epochs = args.epochs or (10 if classify else 50)
     loss_fn = torch.nn.BCEWithLogitsLoss() if classify else torch.nn.MSELoss()
-    net = build(args.arch, args.layers, args.hidden, args.heads)
+    net = build(args.arch, args.layers, args.hidden, args.heads).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     for epoch in range(1, epochs + 1):
         net.train()
-        order = torch.randperm(len(xs))
+        order = torch.randperm(len(xs), device=device)
         total = 0.0
         for i in range(0, len(xs), 10):
             idx = order[i:i + 10]
