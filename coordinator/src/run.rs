@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use minima_shared::Sweep;
+use minima_shared::{Sweep, TaskSpec};
 use minima_shared::proto::coordinator_server::CoordinatorServer;
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
@@ -64,13 +64,21 @@ pub fn open_store(sweep: &Sweep, source: &str, options: &RunOptions) -> anyhow::
     }
     let mut store = Store::open(&options.db, options.policy)
         .with_context(|| format!("cannot open the store {}", options.db.display()))?;
-    let tasks: Vec<(String, String)> = sweep
+    let tasks: Vec<(String, String, f64)> = sweep
         .tasks
         .iter()
-        .map(|t| Ok((t.id().to_string(), serde_json::to_string(t)?)))
+        .map(|t| Ok((t.id().to_string(), serde_json::to_string(t)?, cost(t))))
         .collect::<anyhow::Result<_>>()?;
     store.add_sweep(&sweep.name, source, &tasks, now_ms())?;
     Ok(store)
+}
+
+/// A task's relative cost, for leasing the longest tasks first: training
+/// and every analysis scale with the parameters times the sequences seen.
+fn cost(task: &TaskSpec) -> f64 {
+    let params = task.model.param_count() as f64;
+    let training = (task.train.epochs * task.data.samples) as f64;
+    params * training
 }
 
 /// Rewrites task folders, `table.csv` and figures from the store.

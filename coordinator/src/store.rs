@@ -129,8 +129,9 @@ CREATE TABLE IF NOT EXISTS sweep_tasks (
     PRIMARY KEY (sweep, task_id));
 -- Status displays list a sweep in grid order.
 CREATE INDEX IF NOT EXISTS sweep_order ON sweep_tasks (sweep, position);
--- Leasing takes the oldest pending task. The rowid is this index's last
--- column, so it walks pending tasks only, in the order they were added:
+-- Leasing takes the oldest pending task (a sweep adds its tasks costliest
+-- first). The rowid is this index's last column, so it walks pending tasks
+-- only, in the order they were added:
 -- walking the sweep in grid order instead skipped every leased and finished
 -- task first, which made each lease slower the further a sweep had come.
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
@@ -307,13 +308,16 @@ impl Store {
         }
     }
 
-    /// Records a sweep and its tasks (in grid order). Tasks already known,
-    /// from this or another sweep, keep their state and results.
+    /// Records a sweep and its tasks, given in grid order as (id,
+    /// configuration, estimated cost). Tasks already known, from this or
+    /// another sweep, keep their state and results. New tasks are leased
+    /// costliest first (ties in grid order), so that with several workers
+    /// the longest tasks do not start last and leave the others idle.
     pub fn add_sweep(
         &mut self,
         name: &str,
         source: &str,
-        tasks: &[(String, String)],
+        tasks: &[(String, String, f64)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let tx = self.write()?;
@@ -323,11 +327,16 @@ impl Store {
             params![name, source, now_ms],
         )?;
         tx.execute("DELETE FROM sweep_tasks WHERE sweep = ?1", params![name])?;
-        for (position, (id, spec_json)) in tasks.iter().enumerate() {
+        // Leases follow the order tasks were added in (see tasks_by_state).
+        let mut by_cost: Vec<&(String, String, f64)> = tasks.iter().collect();
+        by_cost.sort_by(|a, b| b.2.total_cmp(&a.2));
+        for (id, spec_json, _) in by_cost {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO tasks (id, spec_json, state) VALUES (?1, ?2, 'pending')",
             )?
             .execute(params![id, spec_json])?;
+        }
+        for (position, (id, _, _)) in tasks.iter().enumerate() {
             tx.prepare_cached(
                 "INSERT INTO sweep_tasks (sweep, task_id, position) VALUES (?1, ?2, ?3)",
             )?
@@ -710,8 +719,8 @@ mod tests {
 
     fn store_with(tasks: usize) -> Store {
         let mut store = Store::in_memory(policy()).unwrap();
-        let tasks: Vec<(String, String)> = (0..tasks)
-            .map(|i| (format!("{i:064x}"), format!("{{\"n\":{i}}}")))
+        let tasks: Vec<(String, String, f64)> = (0..tasks)
+            .map(|i| (format!("{i:064x}"), format!("{{\"n\":{i}}}"), 0.0))
             .collect();
         store.add_sweep("s", "name: s", &tasks, 0).unwrap();
         store
@@ -725,6 +734,30 @@ mod tests {
         assert_eq!(a.task_id, format!("{:064x}", 0));
         assert_eq!(b.task_id, format!("{:064x}", 1));
         assert_eq!(store.lease("s", "w3", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn costlier_tasks_are_leased_first_and_the_sweep_keeps_grid_order() {
+        let mut store = Store::in_memory(policy()).unwrap();
+        let tasks: Vec<(String, String, f64)> = [1.0, 5.0, 3.0, 5.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &cost)| (format!("{i:064x}"), "{}".to_string(), cost))
+            .collect();
+        store.add_sweep("s", "src", &tasks, 0).unwrap();
+        let order: Vec<String> = (0..4)
+            .map(|k| store.lease("s", &format!("w{k}"), 0).unwrap().unwrap().task_id)
+            .collect();
+        let expected: Vec<String> = [1, 3, 2, 0].iter().map(|i| format!("{i:064x}")).collect();
+        assert_eq!(order, expected, "costliest first, ties in grid order");
+        let listed: Vec<String> = store
+            .task_statuses("s")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        let grid: Vec<String> = (0..4).map(|i| format!("{i:064x}")).collect();
+        assert_eq!(listed, grid);
     }
 
     #[test]
@@ -844,8 +877,9 @@ mod tests {
         let path = dir.path().join("minima.db");
         let (done, leased) = {
             let mut store = Store::open(&path, policy()).unwrap();
-            let tasks: Vec<(String, String)> =
-                (0..3).map(|i| (format!("{i:064x}"), "{}".into())).collect();
+            let tasks: Vec<(String, String, f64)> = (0..3)
+                .map(|i| (format!("{i:064x}"), "{}".into(), 0.0))
+                .collect();
             store.add_sweep("s", "src", &tasks, 0).unwrap();
             let a = store.lease("s", "w", 0).unwrap().unwrap();
             store

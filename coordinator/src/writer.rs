@@ -116,8 +116,8 @@ mod tests {
     fn writer_with(tasks: usize) -> (tempfile::TempDir, Writer) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("minima.db"), Policy::default()).unwrap();
-        let tasks: Vec<(String, String)> = (0..tasks)
-            .map(|i| (format!("{i:064x}"), "{}".into()))
+        let tasks: Vec<(String, String, f64)> = (0..tasks)
+            .map(|i| (format!("{i:064x}"), "{}".into(), 0.0))
             .collect();
         store.add_sweep("s", "src", &tasks, 0).unwrap();
         (dir, Writer::start(store))
