@@ -224,10 +224,13 @@ async fn serve_until_done(
 
     // Workers learn that the sweep is done from their next lease request,
     // so the server stays up until the local ones have gone, and a little
-    // longer for remote ones, which ask every `retry_after_ms` (500 ms).
+    // longer when other workers joined, which ask every `retry_after_ms`
+    // (500 ms).
     let linger = tokio::time::sleep(Duration::from_millis(1200));
     workers.finish().await;
-    linger.await;
+    if state.registrations() > workers.started() as u64 {
+        linger.await;
+    }
     let _ = stop.send(());
     reaper.abort();
     let _ = server.await;
@@ -390,6 +393,11 @@ impl LocalWorkers {
         command
             .spawn()
             .with_context(|| format!("cannot start {}", self.binary.display()))
+    }
+
+    /// Local worker processes started so far, restarts included.
+    fn started(&self) -> usize {
+        self.children.len() + self.restarts
     }
 
     /// A local worker that died (killed, out of memory) is replaced, up to

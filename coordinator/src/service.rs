@@ -59,6 +59,12 @@ pub struct EpochProgress {
 }
 
 impl State {
+    /// Workers that have registered so far (a worker that reconnects
+    /// counts again).
+    pub fn registrations(&self) -> u64 {
+        self.next_worker.load(Ordering::Relaxed) - 1
+    }
+
     pub fn new(
         store: Store,
         sweep: String,
