@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use minima_shared::{Sweep, TaskSpec};
 use minima_shared::proto::coordinator_server::CoordinatorServer;
+use minima_shared::{Sweep, TaskSpec};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 

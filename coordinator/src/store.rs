@@ -746,7 +746,13 @@ mod tests {
             .collect();
         store.add_sweep("s", "src", &tasks, 0).unwrap();
         let order: Vec<String> = (0..4)
-            .map(|k| store.lease("s", &format!("w{k}"), 0).unwrap().unwrap().task_id)
+            .map(|k| {
+                store
+                    .lease("s", &format!("w{k}"), 0)
+                    .unwrap()
+                    .unwrap()
+                    .task_id
+            })
             .collect();
         let expected: Vec<String> = [1, 3, 2, 0].iter().map(|i| format!("{i:064x}")).collect();
         assert_eq!(order, expected, "costliest first, ties in grid order");

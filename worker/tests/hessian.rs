@@ -408,8 +408,14 @@ fn frozen_activation_patterns_keep_products_off_the_kinks() {
     let (jumped, free_product) = spread(&mut free);
     let (kept, frozen_product) = spread(&mut frozen);
     // (3/4 for a pure jump: the product of the smaller step is 4 times larger.)
-    assert!(jumped > 0.5, "the free product did not cross the kink: {jumped:e}");
-    assert!(kept < 1e-6, "frozen products of two steps differ by {kept:e}");
+    assert!(
+        jumped > 0.5,
+        "the free product did not cross the kink: {jumped:e}"
+    );
+    assert!(
+        kept < 1e-6,
+        "frozen products of two steps differ by {kept:e}"
+    );
     assert!(
         free_product[bias].abs() > 1e3 * frozen_product[bias].abs(),
         "jump {:e} vs curvature {:e}",
@@ -417,7 +423,14 @@ fn frozen_activation_patterns_keep_products_off_the_kinks() {
         frozen_product[bias]
     );
     let forward = FiniteDifferenceHessian::new(&mut frozen, theta.clone()).apply(&e);
-    let diff: Vec<f64> = forward.iter().zip(&frozen_product).map(|(x, y)| x - y).collect();
+    let diff: Vec<f64> = forward
+        .iter()
+        .zip(&frozen_product)
+        .map(|(x, y)| x - y)
+        .collect();
     let schemes = norm(&diff) / norm(&frozen_product);
-    assert!(schemes < 1e-4, "frozen forward and central products differ by {schemes:e}");
+    assert!(
+        schemes < 1e-4,
+        "frozen forward and central products differ by {schemes:e}"
+    );
 }

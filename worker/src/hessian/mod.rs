@@ -192,10 +192,17 @@ impl<G: Gradient> Operator for FiniteDifferenceHessian<'_, G> {
             Scheme::Central => {
                 let minus = self.function.gradient(&shifted(-1.0));
                 let factor = size / (2.0 * h);
-                return plus.iter().zip(&minus).map(|(a, b)| (a - b) * factor).collect();
+                return plus
+                    .iter()
+                    .zip(&minus)
+                    .map(|(a, b)| (a - b) * factor)
+                    .collect();
             }
         };
-        plus.iter().zip(base).map(|(a, b)| (a - b) * factor).collect()
+        plus.iter()
+            .zip(base)
+            .map(|(a, b)| (a - b) * factor)
+            .collect()
     }
 }
 
