@@ -3,6 +3,8 @@
 //! own modules and autograd on the same weights (fixtures made by
 //! `python/make_fixtures.py`).
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use burn::tensor::DType;
@@ -10,7 +12,7 @@ use minima_shared::{Arch, ModelSpec, TaskKind};
 use minima_worker::export::safetensors_bytes;
 use minima_worker::loss::batch_loss;
 use minima_worker::model::{Ctx, Layout, Network};
-use serde::Deserialize;
+use support::{relative_error, torch_references};
 
 /// The 45 models of Table I and the two of the sequence-learning experiment.
 fn study_models() -> Vec<ModelSpec> {
@@ -138,32 +140,6 @@ fn forward_maps_every_model_to_one_output_per_sequence() {
     }
 }
 
-#[derive(Deserialize)]
-struct Reference {
-    arch: String,
-    layers: usize,
-    hidden: usize,
-    heads: Option<usize>,
-    task: String,
-    theta: Vec<f64>,
-    x: Vec<Vec<f64>>,
-    y: Vec<f64>,
-    outputs: Vec<f64>,
-    loss: f64,
-    grad: Vec<f64>,
-}
-
-fn relative_error(ours: &[f64], theirs: &[f64]) -> f64 {
-    let diff: f64 = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = theirs.iter().map(|b| b * b).sum::<f64>().sqrt();
-    diff / norm.max(1e-300)
-}
-
 /// In float64 our forward pass, loss and gradient agree with PyTorch's to
 /// 1e-7 relative. The positional encoding is computed in f32 on both sides
 /// (as PyTorch's module does) and its sines may differ by one f32 ulp, which
@@ -172,8 +148,7 @@ fn relative_error(ours: &[f64], theirs: &[f64]) -> f64 {
 /// A wrong gate order, transpose or scale is off by more than 1e-2.
 #[test]
 fn outputs_losses_and_gradients_equal_pytorch_in_f64() {
-    let cases: Vec<Reference> =
-        serde_json::from_str(include_str!("fixtures/torch_reference.json")).unwrap();
+    let cases = torch_references();
     let ctx = Ctx::flex_autodiff(DType::F64);
     for case in cases {
         let spec = ModelSpec {

@@ -2,6 +2,8 @@
 //! modules and autograd (fixtures made by `python/make_fixtures.py`), and
 //! burn's autodiff on the burn models of `minima_worker::model`.
 
+mod support;
+
 use burn::tensor::DType;
 use minima_shared::task::DataSpec;
 use minima_shared::{Arch, ModelSpec, TaskKind};
@@ -10,34 +12,7 @@ use minima_worker::loss::{batch_loss, chunk, evaluate};
 use minima_worker::model::{Ctx, Layout, Network};
 use minima_worker::native::{CHUNK, Evaluator};
 use minima_worker::rng::Rng;
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Reference {
-    arch: String,
-    layers: usize,
-    hidden: usize,
-    heads: Option<usize>,
-    task: String,
-    theta: Vec<f64>,
-    x: Vec<Vec<f64>>,
-    y: Vec<f64>,
-    outputs: Vec<f64>,
-    loss: f64,
-    grad: Vec<f64>,
-}
-
-fn relative_error(ours: &[f64], theirs: &[f64]) -> f64 {
-    assert_eq!(ours.len(), theirs.len());
-    let diff: f64 = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = theirs.iter().map(|b| b * b).sum::<f64>().sqrt();
-    diff / norm.max(1e-300)
-}
+use support::{relative_error, torch_references};
 
 /// In float64 the native outputs, loss and gradient agree with PyTorch's to
 /// 1e-7 relative: the positional encoding is computed in f32 on both sides
@@ -46,8 +21,7 @@ fn relative_error(ours: &[f64], theirs: &[f64]) -> f64 {
 /// transpose or scale is off by more than 1e-2.
 #[test]
 fn native_outputs_losses_and_gradients_equal_pytorch_in_f64() {
-    let cases: Vec<Reference> =
-        serde_json::from_str(include_str!("fixtures/torch_reference.json")).unwrap();
+    let cases = torch_references();
     for case in cases {
         let spec = ModelSpec {
             arch: Arch::parse(&case.arch).unwrap(),
