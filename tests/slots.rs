@@ -77,39 +77,44 @@ fn one_worker_process_with_two_slots_trains_two_tasks_at_once() {
     assert_eq!(workers.len(), 2, "each slot finished one task: {lines:#?}");
 }
 
+/// Runs `name` with `args`, which must end in exit code 2 without a panic;
+/// returns what it wrote on stderr.
+fn refused(name: &str, dir: &std::path::Path, args: &[&str]) -> String {
+    let output = run(name, dir, args);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
 #[test]
 fn devices_this_build_lacks_are_refused_with_the_feature_to_build() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run(
+    let stderr = refused(
         "worker",
         dir.path(),
         &["--coordinator", "http://127.0.0.1:9", "--device", "cuda:0"],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("--device") && stderr.contains("--features cuda"),
         "{stderr}"
     );
 
-    let output = run(
+    let stderr = refused(
         "coordinator",
         dir.path(),
         &["--sweep", "small", "--worker-device", "tpu"],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("worker_device (--worker-device): `tpu` is not a device"),
         "{stderr}"
     );
     assert!(!dir.path().join("results").exists(), "nothing was written");
 
-    let output = run(
+    let stderr = refused(
         "worker",
         dir.path(),
         &["--coordinator", "http://127.0.0.1:9", "--slots", "0"],
     );
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--slots: must be at least 1"));
+    assert!(stderr.contains("--slots: must be at least 1"), "{stderr}");
 }

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use burn::tensor::DType;
-use minima_shared::{Arch, ModelSpec, TaskKind};
+use minima_shared::{Arch, ModelSpec};
 use minima_worker::export::safetensors_bytes;
 use minima_worker::loss::batch_loss;
 use minima_worker::model::{Ctx, Layout, Network};
@@ -151,13 +151,7 @@ fn outputs_losses_and_gradients_equal_pytorch_in_f64() {
     let cases = torch_references();
     let ctx = Ctx::flex_autodiff(DType::F64);
     for case in cases {
-        let spec = ModelSpec {
-            arch: Arch::parse(&case.arch).unwrap(),
-            layers: case.layers,
-            hidden: case.hidden,
-            heads: case.heads,
-        };
-        let kind = TaskKind::parse(&case.task).unwrap();
+        let (spec, kind) = (case.spec(), case.kind());
         let label = format!("{} {}", spec.label(), kind);
         let n = case.x.len();
         let net = Network::new(&spec, &ctx, &case.theta, true);

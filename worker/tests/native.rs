@@ -23,13 +23,7 @@ use support::{relative_error, torch_references};
 fn native_outputs_losses_and_gradients_equal_pytorch_in_f64() {
     let cases = torch_references();
     for case in cases {
-        let spec = ModelSpec {
-            arch: Arch::parse(&case.arch).unwrap(),
-            layers: case.layers,
-            hidden: case.hidden,
-            heads: case.heads,
-        };
-        let kind = TaskKind::parse(&case.task).unwrap();
+        let (spec, kind) = (case.spec(), case.kind());
         let label = format!("{} {}", spec.label(), kind);
         let inputs = case.x.concat();
         let length = case.x[0].len();

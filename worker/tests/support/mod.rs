@@ -2,6 +2,7 @@
 //! `fixtures/torch_reference.json` (made by `python/make_fixtures.py`) and
 //! the relative error they are judged by.
 
+use minima_shared::{Arch, ModelSpec, TaskKind};
 use serde::Deserialize;
 
 /// One small model with its parameters, inputs and targets, and what
@@ -19,6 +20,23 @@ pub struct Reference {
     pub outputs: Vec<f64>,
     pub loss: f64,
     pub grad: Vec<f64>,
+}
+
+impl Reference {
+    /// The model of this case.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            arch: Arch::parse(&self.arch).expect("a known architecture"),
+            layers: self.layers,
+            hidden: self.hidden,
+            heads: self.heads,
+        }
+    }
+
+    /// The task, which sets the loss.
+    pub fn kind(&self) -> TaskKind {
+        TaskKind::parse(&self.task).expect("a known task")
+    }
 }
 
 /// Every PyTorch reference case.
