@@ -6,11 +6,14 @@
 //!
 //! Columns: the median time of a training step (batch 10, dropout on, AdamW,
 //! clipping; burn), and over 500 samples with the native models of a
-//! gradient (f32), of one loss evaluation (f32, a surface point), of a
-//! gradient in f64 and of a Hessian-vector product (forward differences: one
-//! f64 gradient, beside the gradient at theta computed once);
-//! then burn's f32 gradient and loss evaluation over 500 samples for
-//! comparison. Milliseconds, single-threaded.
+//! gradient (f32), of one loss evaluation (f32, a surface point: the fused
+//! passes where the CPU has them), of a gradient in f64 and of a
+//! Hessian-vector product (forward differences: one f64 gradient, beside
+//! the gradient at theta computed once); then, for comparison, the loss
+//! evaluation by the taped f32 passes, and burn's f32 gradient and loss
+//! evaluation. Milliseconds, single-threaded. `--only TEXT` keeps the
+//! configurations whose label (`lstm-l11-d32`, `transformer-l6-d32-h2`)
+//! contains TEXT.
 
 use std::time::Instant;
 
@@ -104,13 +107,17 @@ fn main() {
     };
     let all = value("--configs").is_some_and(|v| v == "all");
     let repeats: usize = value("--repeats").map_or(5, |v| v.parse().expect("--repeats N"));
+    let only = value("--only").cloned().unwrap_or_default();
 
     minima_worker::with_compute_threads(1, || {
         println!(
             "model,layers,heads,hidden,params,step_ms,grad500_ms,point500_ms,grad500_f64_ms,\
-             hvp500_ms,grad500_burn_ms,point500_burn_ms"
+             hvp500_ms,point500_taped_ms,grad500_burn_ms,point500_burn_ms"
         );
         for model in configs(all) {
+            if !model.label().contains(&only) {
+                continue;
+            }
             let kind = TaskKind::SequenceClassification;
             let spec = TaskSpec {
                 task: kind,
@@ -172,6 +179,10 @@ fn main() {
             let point = median_seconds(repeats, 5, || {
                 std::hint::black_box(native32.evaluate(&theta, &split));
             });
+            let mut taped32 = Evaluator::<f32>::new(&model, kind).taped_only();
+            let point_taped = median_seconds(repeats, 5, || {
+                std::hint::black_box(taped32.evaluate(&theta, &split));
+            });
             let mut function = LossFunction::new(&model, kind, split);
             let theta64: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
             // As the analysis runs: ReLU patterns frozen at theta.
@@ -187,7 +198,7 @@ fn main() {
 
             let heads = model.heads.map_or("NA".to_string(), |h| h.to_string());
             println!(
-                "{},{},{heads},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
+                "{},{},{heads},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
                 model.arch.display_name(),
                 model.layers,
                 model.hidden,
@@ -197,6 +208,7 @@ fn main() {
                 point * 1e3,
                 grad64 * 1e3,
                 hvp * 1e3,
+                point_taped * 1e3,
                 grad_burn * 1e3,
                 point_burn * 1e3,
             );

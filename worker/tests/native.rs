@@ -171,3 +171,61 @@ fn native_f32_evaluation_equals_burn() {
         }
     }
 }
+
+/// The fused f32 passes (the evaluator's default where the CPU has them)
+/// against the f64 taped passes, which equal PyTorch's: outputs within
+/// 2e-5 relative (f32 rounding through a few layers), on batches that fill
+/// no whole block, on scaled inputs and on the raw inputs of the study,
+/// which saturate the gates.
+#[test]
+fn fused_f32_outputs_equal_the_f64_passes() {
+    let spec = |arch, layers, hidden, heads| ModelSpec {
+        arch,
+        layers,
+        hidden,
+        heads,
+    };
+    let models = [
+        spec(Arch::Lstm, 1, 8, None),
+        spec(Arch::Lstm, 3, 12, None),
+        spec(Arch::Lstm, 2, 32, None),
+        spec(Arch::Gru, 1, 8, None),
+        spec(Arch::Gru, 3, 12, None),
+        spec(Arch::Gru, 2, 32, None),
+        spec(Arch::Transformer, 1, 8, Some(1)),
+        spec(Arch::Transformer, 2, 16, Some(4)),
+        spec(Arch::Transformer, 3, 12, Some(2)),
+        spec(Arch::Transformer, 2, 32, Some(2)),
+    ];
+    for kind in [TaskKind::SequenceClassification, TaskKind::SequenceLearning] {
+        for scale in [0.002, 1.0] {
+            let data = DataSpec {
+                samples: 800,
+                scale,
+                ..DataSpec::default()
+            };
+            let all = Dataset::generate(kind, &data).train;
+            for (k, model) in models.iter().enumerate() {
+                let theta = perturbed(model, 20 + k as u64);
+                let theta32: Vec<f32> = theta.iter().map(|&t| t as f32).collect();
+                let mut fused = Evaluator::<f32>::new(model, kind);
+                let mut reference = Evaluator::<f64>::new(model, kind);
+                for count in [1, 17, 100, CHUNK + CHUNK / 3] {
+                    let split = all.head(count);
+                    let label = format!("{} {kind} scale {scale} on {count}", model.label());
+                    let ours = fused.outputs(&theta32, &split.inputs, split.length);
+                    let theirs = reference.outputs(&theta, &split.inputs, split.length);
+                    let err = relative_error(&ours, &theirs);
+                    assert!(err < 2e-5, "{label}: outputs off by {err:e}");
+                    let taped = Evaluator::<f32>::new(model, kind).taped_only().outputs(
+                        &theta32,
+                        &split.inputs,
+                        split.length,
+                    );
+                    let err = relative_error(&ours, &taped);
+                    assert!(err < 2e-5, "{label}: fused and taped f32 differ by {err:e}");
+                }
+            }
+        }
+    }
+}

@@ -51,6 +51,8 @@ pub trait Real:
     /// vectorise; arguments are clamped to where the result is finite and
     /// normal.
     fn exp(self) -> Self;
+    /// The values as f32 when `Self` is f32: the fused passes are f32 only.
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
 }
 
 impl Real for f32 {
@@ -70,6 +72,10 @@ impl Real for f32 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         f64::from(self)
+    }
+
+    fn as_f32(values: &[f32]) -> Option<&[f32]> {
+        Some(values)
     }
 
     #[inline(always)]
@@ -117,6 +123,10 @@ impl Real for f64 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
+    }
+
+    fn as_f32(_: &[f64]) -> Option<&[f32]> {
+        None
     }
 
     #[inline(always)]

@@ -18,7 +18,9 @@
 //! - [`kernels`]: the float type, vectorisable `exp`, matrix products and the
 //!   fused loops of the layers.
 //! - `recurrent`, `transformer`: the forward and backward passes.
+//! - `fused`: forward passes only, for loss evaluations in f32.
 
+mod fused;
 pub mod kernels;
 mod recurrent;
 mod transformer;
@@ -80,6 +82,17 @@ enum Buffers<T> {
     Transformer(transformer::Transformer<T>),
 }
 
+impl<T> Buffers<T> {
+    /// Whether every ReLU follows its sign (no patterns recorded or
+    /// replayed), as in the fused passes.
+    fn relu_is_free(&self) -> bool {
+        match self {
+            Buffers::Recurrent(_) => true,
+            Buffers::Transformer(b) => b.patterns.is_free(),
+        }
+    }
+}
+
 /// One model of one task, evaluated natively; holds the buffers of its
 /// passes, so one evaluator serves many calls without allocating.
 pub struct Evaluator<T: Real> {
@@ -91,6 +104,11 @@ pub struct Evaluator<T: Real> {
     x: Vec<T>,
     out: Vec<T>,
     dout: Vec<T>,
+    /// The fused f32 passes, where this model, precision and CPU have them
+    /// (see [`Self::taped_only`]); with their inputs and outputs.
+    fused: Option<fused::Fused>,
+    x32: Vec<f32>,
+    out32: Vec<f32>,
 }
 
 impl<T: Real> Evaluator<T> {
@@ -107,7 +125,23 @@ impl<T: Real> Evaluator<T> {
             x: Vec::new(),
             out: Vec::new(),
             dout: Vec::new(),
+            fused: (T::as_f32(&[T::ZERO]).is_some() && fused::Fused::supports(spec.arch))
+                .then(fused::Fused::default),
+            x32: Vec::new(),
+            out32: Vec::new(),
         }
+    }
+
+    /// The same evaluator with the fused passes turned off: every output
+    /// then comes from the taped passes (for comparisons).
+    pub fn taped_only(mut self) -> Self {
+        self.fused = None;
+        self
+    }
+
+    /// Whether outputs come from the fused passes.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
     }
 
     /// Parameters of the model.
@@ -174,6 +208,20 @@ impl<T: Real> Evaluator<T> {
             "flat vector does not fit the model"
         );
         let count = inputs.len() / length;
+        let shape = self.shape(count, length);
+        if self.buffers.relu_is_free()
+            && let (Some(fused), Some(theta32)) = (&mut self.fused, T::as_f32(theta))
+        {
+            self.x32.clear();
+            self.x32.extend(inputs.iter().map(|&v| v.to_f64() as f32));
+            self.out32.resize(count, 0.0);
+            let params = Params {
+                theta: theta32,
+                layout: &self.layout,
+            };
+            fused.forward(self.spec.arch, &shape, &params, &self.x32, &mut self.out32);
+            return self.out32.iter().map(|&z| f64::from(z)).collect();
+        }
         let mut all = Vec::with_capacity(count);
         self.rewind_patterns();
         for (start, n) in chunks(count) {

@@ -111,6 +111,11 @@ enum PatternMode {
 }
 
 impl Patterns {
+    /// Whether ReLUs follow their signs.
+    pub(super) fn is_free(&self) -> bool {
+        self.mode == PatternMode::Free
+    }
+
     /// Starts a pass over the sequences the patterns were recorded on.
     pub(super) fn rewind(&mut self) {
         self.cursor = 0;
