@@ -40,6 +40,11 @@ pub use kernels::Real;
 /// order of the final sums.
 pub const CHUNK: usize = 256;
 
+/// Sequences per pass when only outputs are wanted: nothing is kept for a
+/// backward pass, so a smaller chunk keeps one layer's activations in the
+/// core's own cache.
+const OUTPUT_CHUNK: usize = 64;
+
 /// The sizes of one pass: the model's and the chunk's.
 pub(crate) struct Shape {
     layers: usize,
@@ -224,7 +229,7 @@ impl<T: Real> Evaluator<T> {
         }
         let mut all = Vec::with_capacity(count);
         self.rewind_patterns();
-        for (start, n) in chunks(count) {
+        for (start, n) in chunks(count, OUTPUT_CHUNK) {
             self.forward(theta, &inputs[start * length..(start + n) * length], length);
             all.extend(self.out.iter().map(|z| z.to_f64()));
         }
@@ -310,7 +315,7 @@ impl<T: Real> Evaluator<T> {
         let n = targets.len() as f64;
         let mut total = 0.0;
         self.rewind_patterns();
-        for (start, count) in chunks(targets.len()) {
+        for (start, count) in chunks(targets.len(), CHUNK) {
             self.forward(
                 theta,
                 &inputs[start * length..(start + count) * length],
@@ -329,10 +334,10 @@ impl<T: Real> Evaluator<T> {
 }
 
 /// `(start, count)` of the chunks of `n` sequences.
-fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+fn chunks(n: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n)
-        .step_by(CHUNK)
-        .map(move |start| (start, CHUNK.min(n - start)))
+        .step_by(size)
+        .map(move |start| (start, size.min(n - start)))
 }
 
 /// One sequence's loss and its derivative with respect to the output `z`:

@@ -135,11 +135,16 @@ impl Patterns {
     }
 
     /// The ReLU of `z` (in place) with its pattern written to `active`.
+    /// Branch-free selects, so the loops vectorise.
     fn relu<T: Real>(&mut self, z: &mut [T], active: &mut Vec<bool>) {
         active.clear();
+        active.resize(z.len(), false);
         match self.mode {
             PatternMode::Free | PatternMode::Record => {
-                active.extend(z.iter().map(|&v| v > T::ZERO));
+                for (v, on) in z.iter_mut().zip(active.iter_mut()) {
+                    *on = *v > T::ZERO;
+                    *v = if *on { *v } else { T::ZERO };
+                }
                 if self.mode == PatternMode::Record {
                     self.store.extend_from_slice(active);
                 }
@@ -150,13 +155,11 @@ impl Patterns {
                     end <= self.store.len(),
                     "activation patterns replayed on other sequences than recorded"
                 );
-                active.extend_from_slice(&self.store[self.cursor..end]);
+                active.copy_from_slice(&self.store[self.cursor..end]);
                 self.cursor = end;
-            }
-        }
-        for (v, &on) in z.iter_mut().zip(active.iter()) {
-            if !on {
-                *v = T::ZERO;
+                for (v, &on) in z.iter_mut().zip(active.iter()) {
+                    *v = if on { *v } else { T::ZERO };
+                }
             }
         }
     }
