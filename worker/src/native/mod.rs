@@ -130,7 +130,7 @@ impl<T: Real> Evaluator<T> {
             x: Vec::new(),
             out: Vec::new(),
             dout: Vec::new(),
-            fused: (T::as_f32(&[T::ZERO]).is_some() && fused::Fused::supports(spec.arch))
+            fused: (T::as_f32(&[T::ZERO]).is_some() && fused::Fused::available())
                 .then(fused::Fused::default),
             x32: Vec::new(),
             out32: Vec::new(),
@@ -215,6 +215,7 @@ impl<T: Real> Evaluator<T> {
         let count = inputs.len() / length;
         let shape = self.shape(count, length);
         if self.buffers.relu_is_free()
+            && fused::Fused::takes(self.spec.arch, length)
             && let (Some(fused), Some(theta32)) = (&mut self.fused, T::as_f32(theta))
         {
             self.x32.clear();
