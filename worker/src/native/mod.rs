@@ -12,12 +12,18 @@
 //! backward passes written out by hand. Tests hold it to burn's autodiff and
 //! to PyTorch's outputs.
 //!
+//! Two kinds of pass: the taped ones keep every activation a backward pass
+//! needs (gradients, Hessian products, and any output in f64); the fused
+//! ones compute f32 outputs alone, which is all a loss surface or an
+//! interpolation asks for, and are what [`Evaluator::evaluate`] runs on
+//! CPUs with AVX-512.
+//!
 //! Dropout is not implemented: these are evaluation-mode passes, which is
 //! what every analysis uses; training keeps the burn model.
 //!
 //! - [`kernels`]: the float type, vectorisable `exp`, matrix products and the
 //!   fused loops of the layers.
-//! - `recurrent`, `transformer`: the forward and backward passes.
+//! - `recurrent`, `transformer`: the taped forward and backward passes.
 //! - `fused`: forward passes only, for loss evaluations in f32.
 
 mod fused;
