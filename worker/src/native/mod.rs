@@ -136,7 +136,8 @@ impl<T: Real> Evaluator<T> {
             x: Vec::new(),
             out: Vec::new(),
             dout: Vec::new(),
-            fused: (T::as_f32(&[T::ZERO]).is_some() && fused::Fused::available())
+            // Fused passes exist in f32 only.
+            fused: (T::as_f32(&[]).is_some() && fused::Fused::available())
                 .then(fused::Fused::default),
             x32: Vec::new(),
             out32: Vec::new(),
@@ -150,7 +151,10 @@ impl<T: Real> Evaluator<T> {
         self
     }
 
-    /// Whether outputs come from the fused passes.
+    /// Whether this evaluator has the fused passes (in f32 on a CPU with
+    /// AVX-512, unless [`Self::taped_only`]): outputs then come from them,
+    /// except a Transformer's over sequences of more than 8 steps or with
+    /// its activation patterns frozen.
     pub fn is_fused(&self) -> bool {
         self.fused.is_some()
     }

@@ -14,7 +14,9 @@
 
 use std::arch::x86_64::*;
 
-use super::simd::{Buffer, LANES, accumulate, load, sigmoid, store, tanh};
+use super::simd::{
+    Buffer, LANES, accumulate, linear_out, load, sigmoid, store, tanh, transpose_block,
+};
 use crate::native::{Params, Shape};
 
 /// Entries of one layer in the flat vector: `weight_ih`, `weight_hh`,
@@ -137,17 +139,8 @@ impl Recurrent {
         let count = out.len();
         for start in (0..count).step_by(BLOCK) {
             let width = BLOCK.min(count - start);
-            // [sequence, step] -> [step][sequence], zero beyond the last.
-            let xb = self.x.as_mut_slice();
-            xb.fill(0.0);
-            for (c, row) in x[start * n..(start + width) * n]
-                .chunks_exact(n)
-                .enumerate()
-            {
-                for (t, &v) in row.iter().enumerate() {
-                    xb[t * BLOCK + c] = v;
-                }
-            }
+            let block = &x[start * n..(start + width) * n];
+            transpose_block(block, n, BLOCK, self.x.as_mut_slice());
             // SAFETY: AVX-512F was checked by the caller; the buffers were
             // sized above for this shape.
             unsafe {
@@ -162,9 +155,7 @@ impl Recurrent {
             }
             // Linear(d, 1) on the top layer's last step.
             let last = &self.below.as_slice()[(n - 1) * d * BLOCK..n * d * BLOCK];
-            for (c, z) in out[start..start + width].iter_mut().enumerate() {
-                *z = b_out + (0..d).map(|j| w_out[j] * last[j * BLOCK + c]).sum::<f32>();
-            }
+            linear_out(w_out, b_out, last, BLOCK, &mut out[start..start + width]);
         }
     }
 

@@ -51,6 +51,30 @@ impl Buffer {
     }
 }
 
+/// Writes the sequences `x` (`[count, length]` row-major, at most `block`
+/// of them) into `out` as `[length][block]`, zero beyond the last: a block
+/// of inputs, one step per row.
+pub(super) fn transpose_block(x: &[f32], length: usize, block: usize, out: &mut [f32]) {
+    out[..length * block].fill(0.0);
+    for (c, row) in x.chunks_exact(length).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            out[t * block + c] = v;
+        }
+    }
+}
+
+/// `out[c] = bias + sum_j w[j] top[j block + c]`: `Linear(d, 1)` on a
+/// feature-major `[d][block]` block, for the first `out.len()` sequences.
+pub(super) fn linear_out(w: &[f32], bias: f32, top: &[f32], block: usize, out: &mut [f32]) {
+    for (c, z) in out.iter_mut().enumerate() {
+        *z = bias
+            + w.iter()
+                .enumerate()
+                .map(|(j, &wj)| wj * top[j * block + c])
+                .sum::<f32>();
+    }
+}
+
 /// `acc[r][v] += sum_{k < depth} w[k stride + r] x[k ld + LANES v ..]
 /// [..LANES]`: `R` rows of weights (packed `[depth][stride]`, `R <= stride`)
 /// against `V` vectors of each of `depth` input rows. The accumulators stay
@@ -99,31 +123,43 @@ fn each<const W: usize>(x: [__m512; W], f: impl Fn(__m512) -> __m512) -> [__m512
     y
 }
 
-/// `e^x` on `|x| <= 87`, within 2 f32 ulps: `e^x = 2^k e^r` with
-/// `|r| <= ln 2 / 2` (`ln 2` in two parts, so `r` is exact) and a degree-5
-/// polynomial for `e^r` fitted for the least largest relative error (1.1e-7
-/// before rounding; the scalar `Real::exp` uses Cephes' degree 7, which
-/// costs two more multiply-adds for half an ulp). Arguments are clamped to
-/// where the result is finite and normal.
+/// `e^x`, within 1.4 f32 epsilons (relative) for `|x| < 10` and 3.2
+/// beyond (measured against f64 over [-200, 200]): `e^x = 2^k e^r` with
+/// `|r| <= ln 2 / 2` and a degree-5 polynomial for `e^r` fitted for the
+/// least largest relative error (1.1e-7 before rounding). The scalar
+/// `Real::exp` spends three more multiply-adds on Cephes' degree 7 and a
+/// two-part `ln 2` for about one epsilon everywhere; here the multiply-add
+/// units are the bottleneck of the whole pass, and the single-part `ln 2`
+/// only costs accuracy where `|k|` is large, where a sigmoid or tanh has
+/// saturated. Arguments are clamped to where the result is finite and
+/// normal.
+///
+/// For the same reason the rest runs on the other units: `k` is rounded by
+/// adding `1.5 * 2^23` (its low mantissa bits then hold `k`), and `2^k` is
+/// applied by adding `k` to the exponent bits of `e^r` (exact: the clamps
+/// keep the result normal), where `roundscale` and `scalef` would each
+/// take a multiply-add slot.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) fn exp<const W: usize>(x: [__m512; W]) -> [__m512; W] {
+    const MAGIC: f32 = 12_582_912.0;
     let x = each(x, |v| {
         _mm512_min_ps(
             _mm512_max_ps(v, _mm512_set1_ps(-87.0)),
             _mm512_set1_ps(88.0),
         )
     });
-    let k = each(x, |v| {
-        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+    let t = each(x, |v| {
+        _mm512_fmadd_ps(
             v,
             _mm512_set1_ps(std::f32::consts::LOG2_E),
-        ))
+            _mm512_set1_ps(MAGIC),
+        )
     });
     let mut r = x;
-    for (r, &k) in r.iter_mut().zip(&k) {
-        *r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_359_4), *r);
-        *r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.121_944_4e-4), *r);
+    for (r, &t) in r.iter_mut().zip(&t) {
+        let k = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
+        *r = _mm512_fnmadd_ps(k, _mm512_set1_ps(std::f32::consts::LN_2), *r);
     }
     let mut p = [_mm512_set1_ps(8.312_525e-3); W];
     for c in [4.189_011_5e-2, 0.166_671_14, 0.499_992_3] {
@@ -134,10 +170,13 @@ pub(super) fn exp<const W: usize>(x: [__m512; W]) -> [__m512; W] {
     let mut y = p;
     for v in 0..W {
         let pr = _mm512_mul_ps(p[v], r[v]);
-        y[v] = _mm512_scalef_ps(
-            _mm512_fmadd_ps(pr, r[v], _mm512_add_ps(r[v], _mm512_set1_ps(1.0))),
-            k[v],
+        let er = _mm512_fmadd_ps(pr, r[v], _mm512_add_ps(r[v], _mm512_set1_ps(1.0)));
+        let k = _mm512_sub_epi32(
+            _mm512_castps_si512(t[v]),
+            _mm512_set1_epi32(MAGIC.to_bits() as i32),
         );
+        let bits = _mm512_add_epi32(_mm512_castps_si512(er), _mm512_slli_epi32::<23>(k));
+        y[v] = _mm512_castsi512_ps(bits);
     }
     y
 }

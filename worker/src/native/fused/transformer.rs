@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::simd::{Buffer, LANES, accumulate, exp, load, store};
+use super::simd::{Buffer, LANES, accumulate, exp, linear_out, load, store, transpose_block};
 use crate::native::{Params, Shape};
 
 /// Entries before the first encoder layer (`inp`), and per encoder layer.
@@ -151,16 +151,8 @@ impl Transformer {
         let count = out.len();
         for start in (0..count).step_by(BLOCK) {
             let width = BLOCK.min(count - start);
-            let xin = self.xin.as_mut_slice();
-            xin.fill(0.0);
-            for (c, row) in x[start * n..(start + width) * n]
-                .chunks_exact(n)
-                .enumerate()
-            {
-                for (t, &v) in row.iter().enumerate() {
-                    xin[t * BLOCK + c] = v;
-                }
-            }
+            let block = &x[start * n..(start + width) * n];
+            transpose_block(block, n, BLOCK, self.xin.as_mut_slice());
             // SAFETY: AVX-512F was checked by the caller; the buffers were
             // sized above for this shape.
             unsafe { self.block(s, p, &mut out[start..start + width]) };
@@ -237,10 +229,7 @@ impl Transformer {
         // SAFETY: `x` holds d rows of BLOCK values.
         unsafe { layer_norm(x, BLOCK, x, BLOCK, BLOCK, g, b) };
         let (w, bias) = (p.get(base + 2), p.get(base + 3)[0]);
-        let top = self.x.as_slice();
-        for (c, z) in out.iter_mut().enumerate() {
-            *z = bias + (0..d).map(|j| w[j] * top[j * BLOCK + c]).sum::<f32>();
-        }
+        linear_out(w, bias, self.x.as_slice(), BLOCK, out);
     }
 }
 
