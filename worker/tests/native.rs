@@ -45,15 +45,18 @@ fn native_outputs_losses_and_gradients_equal_pytorch_in_f64() {
     }
 }
 
-/// Models of every family with several layers, heads and sizes, at
-/// parameters moved off their initial values.
-fn models() -> Vec<ModelSpec> {
-    let spec = |arch, layers, hidden, heads| ModelSpec {
+fn spec(arch: Arch, layers: usize, hidden: usize, heads: Option<usize>) -> ModelSpec {
+    ModelSpec {
         arch,
         layers,
         hidden,
         heads,
-    };
+    }
+}
+
+/// Models of every family with several layers, heads and sizes, at
+/// parameters moved off their initial values.
+fn models() -> Vec<ModelSpec> {
     vec![
         spec(Arch::Lstm, 1, 8, None),
         spec(Arch::Lstm, 3, 16, None),
@@ -180,12 +183,6 @@ fn native_f32_evaluation_equals_burn() {
 /// vector width or of the register tiles, and several heads.
 #[test]
 fn fused_f32_outputs_equal_the_f64_passes() {
-    let spec = |arch, layers, hidden, heads| ModelSpec {
-        arch,
-        layers,
-        hidden,
-        heads,
-    };
     let models = [
         spec(Arch::Lstm, 1, 8, None),
         spec(Arch::Lstm, 3, 12, None),

@@ -19,7 +19,7 @@ const GRU_GATES: usize = 3;
 
 /// Entries of one layer in the flat vector: `weight_ih`, `weight_hh`,
 /// `bias_ih`, `bias_hh`.
-const LAYER_ENTRIES: usize = 4;
+pub(super) const LAYER_ENTRIES: usize = 4;
 
 /// What a forward pass of a recurrent stack keeps for its backward pass,
 /// and the scratch of both passes; reused from call to call.

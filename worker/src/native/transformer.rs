@@ -21,16 +21,16 @@ use super::{Params, Shape};
 
 /// Entries of the flat vector before the first encoder layer (`inp`), and
 /// per encoder layer.
-const INPUT_ENTRIES: usize = 2;
-const LAYER_ENTRIES: usize = 12;
+pub(super) const INPUT_ENTRIES: usize = 2;
+pub(super) const LAYER_ENTRIES: usize = 12;
 
 /// Offsets of one encoder layer's tensors among its [`LAYER_ENTRIES`].
-const IN_PROJ: usize = 0;
-const OUT_PROJ: usize = 2;
-const LINEAR1: usize = 4;
-const LINEAR2: usize = 6;
-const NORM1: usize = 8;
-const NORM2: usize = 10;
+pub(super) const IN_PROJ: usize = 0;
+pub(super) const OUT_PROJ: usize = 2;
+pub(super) const LINEAR1: usize = 4;
+pub(super) const LINEAR2: usize = 6;
+pub(super) const NORM1: usize = 8;
+pub(super) const NORM2: usize = 10;
 
 /// What one encoder layer's forward pass keeps for its backward pass. A
 /// layer computes its outputs for `queries` positions (all of them, or the

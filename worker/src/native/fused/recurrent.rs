@@ -17,11 +17,8 @@ use std::arch::x86_64::*;
 use super::simd::{
     Buffer, LANES, accumulate, linear_out, load, sigmoid, store, tanh, transpose_block,
 };
+use crate::native::recurrent::LAYER_ENTRIES;
 use crate::native::{Params, Shape};
-
-/// Entries of one layer in the flat vector: `weight_ih`, `weight_hh`,
-/// `bias_ih`, `bias_hh`.
-const LAYER_ENTRIES: usize = 4;
 
 /// Sequences per block, in vectors. The LSTM's `4 * V` accumulators and
 /// `V` input vectors just fit the 32 vector registers; the GRU's `6 * V`

@@ -13,18 +13,10 @@
 use std::arch::x86_64::*;
 
 use super::simd::{Buffer, LANES, accumulate, exp, linear_out, load, store, transpose_block};
+use crate::native::transformer::{
+    IN_PROJ, INPUT_ENTRIES, LAYER_ENTRIES, LINEAR1, LINEAR2, NORM1, NORM2, OUT_PROJ,
+};
 use crate::native::{Params, Shape};
-
-/// Entries before the first encoder layer (`inp`), and per encoder layer.
-const INPUT_ENTRIES: usize = 2;
-const LAYER_ENTRIES: usize = 12;
-/// Offsets of one encoder layer's tensors among its entries.
-const IN_PROJ: usize = 0;
-const OUT_PROJ: usize = 2;
-const LINEAR1: usize = 4;
-const LINEAR2: usize = 6;
-const NORM1: usize = 8;
-const NORM2: usize = 10;
 
 /// Sequences per block, in vectors, and weight rows per register tile:
 /// `ROWS * V` accumulators.
