@@ -234,3 +234,39 @@ fn fused_f32_outputs_equal_the_f64_passes() {
         }
     }
 }
+
+/// Sequences longer than the fused Transformer takes (8 steps) still
+/// evaluate, through the taped pass, and equal the f64 passes; the
+/// recurrent fused passes take any length.
+#[test]
+fn long_sequences_evaluate_in_f32_and_equal_the_f64_passes() {
+    let data = DataSpec {
+        samples: 400,
+        length: 12,
+        scale: 0.002,
+        ..DataSpec::default()
+    };
+    let kind = TaskKind::SequenceClassification;
+    let split = Dataset::generate(kind, &data).train.head(100);
+    for (k, model) in [
+        spec(Arch::Transformer, 2, 16, Some(2)),
+        spec(Arch::Lstm, 2, 16, None),
+        spec(Arch::Gru, 2, 16, None),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let theta = perturbed(model, 40 + k as u64);
+        let theta32: Vec<f32> = theta.iter().map(|&t| t as f32).collect();
+        let ours =
+            Evaluator::<f32>::new(model, kind).outputs(&theta32, &split.inputs, split.length);
+        let theirs =
+            Evaluator::<f64>::new(model, kind).outputs(&theta, &split.inputs, split.length);
+        let err = relative_error(&ours, &theirs);
+        assert!(
+            err < 2e-5,
+            "{} over 12 steps: outputs off by {err:e}",
+            model.label()
+        );
+    }
+}
