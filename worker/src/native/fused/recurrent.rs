@@ -26,7 +26,7 @@ use crate::native::{Params, Shape};
 /// the 11-layer d = 32 GRU over 500 sequences): more independent vectors
 /// in the nonlinearities keep more units busy. `V = 8` was slower for both.
 const V: usize = 6;
-pub(super) const BLOCK: usize = LANES * V;
+const BLOCK: usize = LANES * V;
 
 /// One layer's weights, packed for [`accumulate`]: for unit `j`, the rows
 /// of its gates side by side for each input feature.
@@ -108,8 +108,8 @@ impl Recurrent {
                         .bias
                         .extend(order.iter().map(|g| b_ih[g * d + j] + b_hh[g * d + j])),
                     Cell::Gru => {
-                        pack_.bias.extend((0..3).map(|g| b_ih[g * d + j]));
-                        pack_.bias.extend((0..3).map(|g| b_hh[g * d + j]));
+                        pack_.bias.extend(order.iter().map(|g| b_ih[g * d + j]));
+                        pack_.bias.extend(order.iter().map(|g| b_hh[g * d + j]));
                     }
                 }
             }

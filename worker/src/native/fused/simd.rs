@@ -18,7 +18,7 @@ pub(super) fn available() -> bool {
 /// width is a multiple of [`LANES`] starts on a cache line.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-pub(super) struct Block([f32; LANES]);
+struct Block([f32; LANES]);
 
 /// A zeroed f32 buffer of at least `len` values, 64-byte aligned.
 #[derive(Default)]
@@ -98,7 +98,7 @@ pub(super) unsafe fn accumulate<const R: usize, const V: usize>(
         let mut xs = [_mm512_setzero_ps(); V];
         for (v, xv) in xs.iter_mut().enumerate() {
             // SAFETY: row k < depth, vector v < V, inside the caller's rows.
-            *xv = unsafe { _mm512_load_ps(x.add(k * ld + v * LANES)) };
+            *xv = unsafe { load(x.add(k * ld + v * LANES)) };
         }
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: k stride + r < (depth - 1) stride + R.
